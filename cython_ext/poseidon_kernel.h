@@ -1,0 +1,343 @@
+/* BN254 scalar field in Montgomery form (4 x 64-bit limbs) and the Poseidon t=2 kernel.
+ *
+ * Everything a tree build needs runs here, without the GIL and without Python objects:
+ * field words come in and go out as canonical little-endian 32-byte words, and are held in
+ * Montgomery form only inside a hash.  The permutation works on LANES independent states
+ * at once: a single Poseidon permutation is one long dependency chain, and interleaving
+ * independent hashes of the same tree level lets the CPU overlap the multiplications.
+ *
+ * Poseidon parameters are not in this file: the Python side generates them with the Grain
+ * LFSR, folds them into the optimised schedule, and hands them over with sk_init().
+ */
+#ifndef SUMMA_POSEIDON_KERNEL_H
+#define SUMMA_POSEIDON_KERNEL_H
+
+#include <stdint.h>
+#include <string.h>
+
+typedef unsigned __int128 u128;
+typedef struct { uint64_t l[4]; } fe;
+
+#define SK_LANES 4
+#define SK_MAX_CURRENCIES 64
+#define SK_MAX_ELEMENTS (2 * SK_MAX_CURRENCIES + 2)
+#define SK_FULL_HALF 4
+#define SK_PARTIAL 56
+#define SK_CHUNK 64          /* nodes between two polls of the cancel flag */
+
+enum { SK_OK = 0, SK_CANCELLED = 1, SK_OVERFLOW = 2, SK_NOT_IN_FIELD = 3, SK_BAD_ARGS = 4 };
+enum { SK_INTERLEAVED = 0, SK_SUM_FIRST = 1 };
+
+typedef struct {
+    volatile int cancel;      /* set by any thread; the kernel polls it every SK_CHUNK nodes */
+    volatile int64_t done;    /* nodes hashed so far, for progress reports */
+} sk_control;
+
+static const fe SK_P = {{0x43e1f593f0000001ULL, 0x2833e84879b97091ULL,
+                         0xb85045b68181585dULL, 0x30644e72e131a029ULL}};
+static const uint64_t SK_PINV = 0xc2e1f593efffffffULL;   /* -p^-1 mod 2^64 */
+static const fe SK_R2 = {{0x1bb8e645ae216da7ULL, 0x53fe3ab1e35c59e3ULL,
+                          0x8c49833d53bb8085ULL, 0x0216d0b17f4e44a5ULL}};  /* 2^512 mod p */
+
+/* Schedule, in Montgomery form; filled once by sk_init(). */
+static fe sk_full_rc[2 * SK_FULL_HALF][2];  /* round constants of the 8 full rounds */
+static fe sk_partial_rc[SK_PARTIAL];        /* one constant per partial round, on s0 */
+static fe sk_mds[2][2];
+static fe sk_m00, sk_m01m10, sk_m11;        /* partial rounds on (s0, w = m01 * s1) */
+static fe sk_m01, sk_m01_inv;
+static int sk_ready = 0;
+
+/* ---- field arithmetic ------------------------------------------------------------ */
+
+static inline int fe_geq_p(const fe *a) {
+    for (int i = 3; i >= 0; i--) {
+        if (a->l[i] != SK_P.l[i]) return a->l[i] > SK_P.l[i];
+    }
+    return 1;
+}
+
+static const fe SK_2P = {{0x87c3eb27e0000002ULL, 0x5067d090f372e122ULL,
+                          0x70a08b6d0302b0baULL, 0x60c89ce5c2634053ULL}};
+
+/* r -= m when r >= m, without a branch (the data decides nothing about timing). */
+static inline void fe_sub_if_geq(fe *r, const fe *m) {
+    uint64_t d[4];
+    u128 t = (u128)r->l[0] - m->l[0];
+    d[0] = (uint64_t)t;
+    uint64_t borrow = (uint64_t)(t >> 64) & 1;
+    for (int i = 1; i < 4; i++) {
+        t = (u128)r->l[i] - m->l[i] - borrow;
+        d[i] = (uint64_t)t;
+        borrow = (uint64_t)(t >> 64) & 1;
+    }
+    uint64_t keep = -borrow;  /* all ones when r < m: keep r */
+    for (int i = 0; i < 4; i++) r->l[i] = (r->l[i] & keep) | (d[i] & ~keep);
+}
+
+/* Lazy reduction: inside a hash every value lives in [0, 2p), not [0, p).  4p < 2^256, so
+ * a sum of two such values never carries out, and a Montgomery product of two of them is
+ * again below 2p without the final subtraction.  Words leave the kernel fully reduced. */
+static inline void fe_add(fe *r, const fe *a, const fe *b) {
+    u128 t = 0;
+    for (int i = 0; i < 4; i++) {
+        t = (u128)a->l[i] + b->l[i] + (uint64_t)(t >> 64);
+        r->l[i] = (uint64_t)t;
+    }
+    fe_sub_if_geq(r, &SK_2P);
+}
+
+/* CIOS Montgomery product, "no-carry" variant: valid because p's top limb < 2^63 - 1 and
+ * every intermediate (< 3p) fits in four limbs.  Portable C; the ADX path is below. */
+static inline void fe_mul_portable(fe *r, const fe *a, const fe *b) {
+    uint64_t t[4] = {0, 0, 0, 0};
+    for (int i = 0; i < 4; i++) {
+        u128 x = (u128)a->l[0] * b->l[i] + t[0];
+        uint64_t A = (uint64_t)(x >> 64);
+        uint64_t lo = (uint64_t)x;
+        uint64_t m = lo * SK_PINV;
+        x = (u128)m * SK_P.l[0] + lo;
+        uint64_t C = (uint64_t)(x >> 64);
+        for (int j = 1; j < 4; j++) {
+            x = (u128)a->l[j] * b->l[i] + t[j] + A;
+            A = (uint64_t)(x >> 64);
+            x = (u128)m * SK_P.l[j] + (uint64_t)x + C;
+            C = (uint64_t)(x >> 64);
+            t[j - 1] = (uint64_t)x;
+        }
+        t[3] = C + A;
+    }
+    memcpy(r->l, t, sizeof t);
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define SK_HAVE_ADX 1
+#include "mul_adx.h"
+#else
+#define SK_HAVE_ADX 0
+#endif
+
+static int sk_use_adx = 0;   /* chosen once in sk_init(), from CPUID */
+
+static inline void fe_from_words(fe *r, const uint8_t *word) {   /* canonical LE -> Montgomery */
+    fe x;
+    memcpy(x.l, word, 32);
+    fe_mul_portable(r, &x, &SK_R2);   /* outside the hot loop: portable is enough */
+}
+
+static inline void fe_to_words(uint8_t *word, const fe *a) {     /* Montgomery -> canonical LE */
+    static const fe one = {{1, 0, 0, 0}};
+    fe x;
+    fe_mul_portable(&x, a, &one);
+    fe_sub_if_geq(&x, &SK_P);
+    memcpy(word, x.l, 32);
+}
+
+static inline int word_in_field(const uint8_t *word) {
+    fe x;
+    memcpy(x.l, word, 32);
+    return !fe_geq_p(&x);
+}
+
+/* ---- Poseidon permutation on SK_LANES states ----------------------------------------- */
+
+#define SK_MUL fe_mul_portable
+#define SK_NAME(x) x##_portable
+#include "poseidon_rounds.h"
+#undef SK_MUL
+#undef SK_NAME
+#if SK_HAVE_ADX
+#define SK_MUL fe_mul_adx
+#define SK_NAME(x) x##_adx
+#include "poseidon_rounds.h"
+#undef SK_MUL
+#undef SK_NAME
+#endif
+
+static inline void sk_permute(fe s[][2], int lanes) {
+#if SK_HAVE_ADX
+    if (sk_use_adx) { sk_permute_adx(s, lanes); return; }
+#endif
+    sk_permute_portable(s, lanes);
+}
+
+/* Constant-length sponge over `lanes` messages of the same length n (Montgomery inputs). */
+static void sk_sponge(fe in[][SK_MAX_ELEMENTS], int lanes, int n, fe out[]) {
+    fe s[SK_LANES][2];
+    fe cap;
+    uint8_t word[32] = {0};
+    uint64_t len_hi = (uint64_t)n;            /* capacity = n * 2^64 */
+    memcpy(word + 8, &len_hi, 8);
+    fe_from_words(&cap, word);
+    for (int k = 0; k < lanes; k++) {
+        memset(&s[k][0], 0, sizeof(fe));
+        s[k][1] = cap;
+    }
+    for (int j = 0; j < n; j++) {
+        for (int k = 0; k < lanes; k++) fe_add(&s[k][0], &s[k][0], &in[k][j]);
+        sk_permute(s, lanes);
+    }
+    for (int k = 0; k < lanes; k++) out[k] = s[k][0];
+}
+
+/* ---- balances: exact 256-bit sums, refused when they leave the field ------------------- */
+
+static inline int sum_words(uint8_t *dst, const uint8_t *a, const uint8_t *b) {
+    uint64_t x[4], y[4];
+    memcpy(x, a, 32);
+    memcpy(y, b, 32);
+    u128 t = 0;
+    for (int i = 0; i < 4; i++) {
+        t = (u128)x[i] + y[i] + (uint64_t)(t >> 64);
+        x[i] = (uint64_t)t;
+    }
+    memcpy(dst, x, 32);
+    return (t >> 64) == 0 && word_in_field(dst);
+}
+
+/* ---- tree kernels --------------------------------------------------------------------- */
+
+/* Leaves: record i = H(username_i, balances_i...) followed by the balances.
+ * usernames: n words; balances: n * n_cur words; out: n records of (1 + n_cur) words. */
+static int sk_hash_leaves(const uint8_t *usernames, const uint8_t *balances, int64_t n,
+                          int n_cur, uint8_t *out, sk_control *ctl) {
+    if (!sk_ready || n_cur < 1 || n_cur > SK_MAX_CURRENCIES) return SK_BAD_ARGS;
+    const int64_t rec = 32 * (int64_t)(n_cur + 1);
+    fe in[SK_LANES][SK_MAX_ELEMENTS];
+    fe h[SK_LANES];
+    for (int64_t base = 0; base < n; base += SK_LANES) {
+        if (ctl && base % SK_CHUNK == 0 && ctl->cancel) return SK_CANCELLED;
+        int lanes = (int)((n - base) < SK_LANES ? (n - base) : SK_LANES);
+        for (int k = 0; k < lanes; k++) {
+            int64_t i = base + k;
+            const uint8_t *u = usernames + 32 * i;
+            const uint8_t *b = balances + 32 * (int64_t)n_cur * i;
+            if (!word_in_field(u)) return SK_NOT_IN_FIELD;
+            fe_from_words(&in[k][0], u);
+            for (int c = 0; c < n_cur; c++) {
+                if (!word_in_field(b + 32 * c)) return SK_NOT_IN_FIELD;
+                fe_from_words(&in[k][1 + c], b + 32 * c);
+            }
+        }
+        sk_sponge(in, lanes, n_cur + 1, h);
+        for (int k = 0; k < lanes; k++) {
+            int64_t i = base + k;
+            fe_to_words(out + rec * i, &h[k]);
+            memcpy(out + rec * i + 32, balances + 32 * (int64_t)n_cur * i, 32 * (size_t)n_cur);
+        }
+        if (ctl) ctl->done += lanes;
+    }
+    return SK_OK;
+}
+
+/* One level up: parent i from children 2i and 2i+1 (records of 1 + n_cur words). */
+static int sk_hash_level(const uint8_t *children, int64_t n_parents, int n_cur, int layout,
+                         uint8_t *parents, sk_control *ctl) {
+    if (!sk_ready || n_cur < 1 || n_cur > SK_MAX_CURRENCIES) return SK_BAD_ARGS;
+    if (layout != SK_INTERLEAVED && layout != SK_SUM_FIRST) return SK_BAD_ARGS;
+    const int64_t rec = 32 * (int64_t)(n_cur + 1);
+    const int n_el = layout == SK_INTERLEAVED ? 2 * n_cur + 2 : n_cur + 2;
+    fe in[SK_LANES][SK_MAX_ELEMENTS];
+    fe h[SK_LANES];
+    for (int64_t base = 0; base < n_parents; base += SK_LANES) {
+        if (ctl && base % SK_CHUNK == 0 && ctl->cancel) return SK_CANCELLED;
+        int lanes = (int)((n_parents - base) < SK_LANES ? (n_parents - base) : SK_LANES);
+        for (int k = 0; k < lanes; k++) {
+            int64_t i = base + k;
+            const uint8_t *left = children + rec * 2 * i;
+            const uint8_t *right = left + rec;
+            uint8_t *parent = parents + rec * i;
+            for (int c = 1; c <= n_cur; c++) {
+                if (!sum_words(parent + 32 * c, left + 32 * c, right + 32 * c)) return SK_OVERFLOW;
+            }
+            if (layout == SK_INTERLEAVED) {
+                for (int j = 0; j < n_el; j++) {       /* left record then right record */
+                    if (!word_in_field(left + 32 * j)) return SK_NOT_IN_FIELD;
+                    fe_from_words(&in[k][j], left + 32 * j);
+                }
+            } else {
+                for (int c = 0; c < n_cur; c++) fe_from_words(&in[k][c], parent + 32 * (c + 1));
+                if (!word_in_field(left) || !word_in_field(right)) return SK_NOT_IN_FIELD;
+                fe_from_words(&in[k][n_cur], left);
+                fe_from_words(&in[k][n_cur + 1], right);
+            }
+        }
+        sk_sponge(in, lanes, n_el, h);
+        for (int k = 0; k < lanes; k++) fe_to_words(parents + rec * (base + k), &h[k]);
+        if (ctl) ctl->done += lanes;
+    }
+    return SK_OK;
+}
+
+/* Hash of arbitrary messages (all of length n_el), words in, words out. For proofs and tests. */
+static int sk_hash_words(const uint8_t *msgs, int64_t count, int n_el, uint8_t *out) {
+    if (!sk_ready || n_el < 1 || n_el > SK_MAX_ELEMENTS) return SK_BAD_ARGS;
+    fe in[SK_LANES][SK_MAX_ELEMENTS];
+    fe h[SK_LANES];
+    for (int64_t base = 0; base < count; base += SK_LANES) {
+        int lanes = (int)((count - base) < SK_LANES ? (count - base) : SK_LANES);
+        for (int k = 0; k < lanes; k++) {
+            const uint8_t *m = msgs + 32 * (int64_t)n_el * (base + k);
+            for (int j = 0; j < n_el; j++) {
+                if (!word_in_field(m + 32 * j)) return SK_NOT_IN_FIELD;
+                fe_from_words(&in[k][j], m + 32 * j);
+            }
+        }
+        sk_sponge(in, lanes, n_el, h);
+        for (int k = 0; k < lanes; k++) fe_to_words(out + 32 * (base + k), &h[k]);
+    }
+    return SK_OK;
+}
+
+/* Raw permutations, for the benchmark: `count` states of two canonical words, in place. */
+static void sk_permute_words(uint8_t *states, int64_t count, int lanes_wanted) {
+    fe s[SK_LANES][2];
+    int step = lanes_wanted < 1 ? 1 : (lanes_wanted > SK_LANES ? SK_LANES : lanes_wanted);
+    for (int64_t base = 0; base < count; base += step) {
+        int lanes = (int)((count - base) < step ? (count - base) : step);
+        for (int k = 0; k < lanes; k++) {
+            fe_from_words(&s[k][0], states + 64 * (base + k));
+            fe_from_words(&s[k][1], states + 64 * (base + k) + 32);
+        }
+        sk_permute(s, lanes);
+        for (int k = 0; k < lanes; k++) {
+            fe_to_words(states + 64 * (base + k), &s[k][0]);
+            fe_to_words(states + 64 * (base + k) + 32, &s[k][1]);
+        }
+    }
+}
+
+/* Schedule from canonical words: 8 full rounds x 2, 56 partial, MDS (4), then
+ * m00, m01*m10, m11, m01, 1/m01 -- all derived in params.kernel_schedule(). */
+static void sk_init(const uint8_t *full_rc, const uint8_t *partial_rc, const uint8_t *mds,
+                    const uint8_t *partial_matrix) {
+    for (int r = 0; r < 2 * SK_FULL_HALF; r++)
+        for (int i = 0; i < 2; i++) fe_from_words(&sk_full_rc[r][i], full_rc + 32 * (2 * r + i));
+    for (int r = 0; r < SK_PARTIAL; r++) fe_from_words(&sk_partial_rc[r], partial_rc + 32 * r);
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 2; j++) fe_from_words(&sk_mds[i][j], mds + 32 * (2 * i + j));
+    fe_from_words(&sk_m00, partial_matrix);
+    fe_from_words(&sk_m01m10, partial_matrix + 32);
+    fe_from_words(&sk_m11, partial_matrix + 64);
+    fe_from_words(&sk_m01, partial_matrix + 96);
+    fe_from_words(&sk_m01_inv, partial_matrix + 128);
+#if SK_HAVE_ADX
+    __builtin_cpu_init();
+    sk_use_adx = __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("adx");
+#endif
+    sk_ready = 1;
+}
+
+/* "adx" or "portable"; returns 0 when the asked-for backend is not available here. */
+static int sk_set_backend(int adx) {
+#if SK_HAVE_ADX
+    if (adx && !(__builtin_cpu_supports("bmi2") && __builtin_cpu_supports("adx"))) return 0;
+    sk_use_adx = adx;
+    return 1;
+#else
+    return !adx;
+#endif
+}
+
+static int sk_backend_is_adx(void) { return sk_use_adx; }
+
+#endif

@@ -1,0 +1,97 @@
+"""Checking an inclusion proof (SPEC section 5): strict parsing, then recomputation."""
+import re
+
+from . import _kernel
+from .csv_reader import username_to_word
+from .params import P
+from .tree import LAYOUTS, WORD, int_of, word_of
+
+_FIELD = re.compile(r"0x[0-9a-f]{64}")
+_DECIMAL = re.compile(r"[0-9]+")
+
+
+class InvalidProof(ValueError):
+    """The proof is malformed or does not lead to its root; the message says why."""
+
+
+def _field(value, where):
+    if not isinstance(value, str) or not _FIELD.fullmatch(value):
+        raise InvalidProof(f"{where}: expected a field element written 0x + 64 lowercase hex digits")
+    number = int(value, 16)
+    if number >= P:
+        raise InvalidProof(f"{where}: not below the field modulus")
+    return number
+
+
+def _node(value, n_currencies, where):
+    if not isinstance(value, dict) or set(value) != {"hash", "balances"}:
+        raise InvalidProof(f"{where}: expected an object with exactly 'hash' and 'balances'")
+    balances = value["balances"]
+    if not isinstance(balances, list) or len(balances) != n_currencies:
+        raise InvalidProof(f"{where}.balances: expected {n_currencies} balances")
+    return (_field(value["hash"], f"{where}.hash"),
+            [_field(b, f"{where}.balances[{i}]") for i, b in enumerate(balances)])
+
+
+def _parse(proof):
+    keys = {"layout", "n_currencies", "entry", "index", "path", "path_indices", "root"}
+    if not isinstance(proof, dict) or set(proof) != keys:
+        raise InvalidProof(f"expected an object with exactly the keys {sorted(keys)}")
+    layout, n = proof["layout"], proof["n_currencies"]
+    if layout not in LAYOUTS:
+        raise InvalidProof(f"layout: unknown layout {layout!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= _kernel.MAX_CURRENCIES:
+        raise InvalidProof(f"n_currencies: expected an integer from 1 to {_kernel.MAX_CURRENCIES}")
+    entry = proof["entry"]
+    if not isinstance(entry, dict) or set(entry) != {"username", "balances"}:
+        raise InvalidProof("entry: expected an object with exactly 'username' and 'balances'")
+    if not isinstance(entry["username"], str):
+        raise InvalidProof("entry.username: expected a string")
+    try:
+        username = int_of(username_to_word(entry["username"]))
+    except ValueError as error:
+        raise InvalidProof(f"entry.username: {error}") from None
+    balances = entry["balances"]
+    if not isinstance(balances, list) or len(balances) != n:
+        raise InvalidProof(f"entry.balances: expected {n} decimal strings")
+    for i, b in enumerate(balances):
+        if not isinstance(b, str) or not _DECIMAL.fullmatch(b) or int(b) >= P:
+            raise InvalidProof(f"entry.balances[{i}]: expected a decimal string below the field modulus")
+    path, sides, index = proof["path"], proof["path_indices"], proof["index"]
+    if not isinstance(path, list) or not isinstance(sides, list) or len(path) != len(sides):
+        raise InvalidProof("path and path_indices: expected two lists of the same length")
+    if any(s not in (0, 1) or isinstance(s, bool) for s in sides):
+        raise InvalidProof("path_indices: expected only 0 and 1")
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < 1 << len(sides):
+        raise InvalidProof("index: expected an integer that fits the path length")
+    if any((index >> level) & 1 != side for level, side in enumerate(sides)):
+        raise InvalidProof("index: does not match path_indices")
+    siblings = [_node(node, n, f"path[{i}]") for i, node in enumerate(path)]
+    root = _node(proof["root"], n, "root")
+    return layout, username, [int(b) for b in balances], siblings, sides, root
+
+
+def _hash(elements):
+    return int_of(_kernel.hash_words(b"".join(word_of(e) for e in elements), 1, len(elements)))
+
+
+def _parent(layout, left, right):
+    sums = [a + b for a, b in zip(left[1], right[1])]
+    if any(s >= P for s in sums):
+        raise InvalidProof("a balance sum along the path leaves the field")
+    if layout == "interleaved":
+        return _hash([left[0], *left[1], right[0], *right[1]]), sums
+    return _hash([*sums, left[0], right[0]]), sums
+
+
+def verify_proof(proof):
+    """Return the root it proves; raise InvalidProof with the reason otherwise."""
+    layout, username, balances, siblings, sides, root = _parse(proof)
+    node = (_hash([username, *balances]), balances)
+    for sibling, side in zip(siblings, sides):
+        node = _parent(layout, sibling, node) if side else _parent(layout, node, sibling)
+    if node[0] != root[0]:
+        raise InvalidProof("the path does not lead to the root hash")
+    if node[1] != root[1]:
+        raise InvalidProof("the path does not lead to the root balances")
+    return root

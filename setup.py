@@ -1,0 +1,13 @@
+# Only the compiled extension lives here; every other piece of metadata is in setup.cfg.
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+kernel = Extension(
+    "summa_aggregation.cython_ext._kernel",
+    sources=["cython_ext/_kernel.pyx"],
+    depends=["cython_ext/poseidon_kernel.h", "cython_ext/poseidon_rounds.h", "cython_ext/mul_adx.h"],
+    include_dirs=["cython_ext"],
+    extra_compile_args=["-O3", "-fno-strict-aliasing"],
+)
+
+setup(ext_modules=cythonize([kernel], language_level=3))
