@@ -5,7 +5,8 @@ from setuptools import Extension, setup
 kernel = Extension(
     "summa_aggregation.cython_ext._kernel",
     sources=["cython_ext/_kernel.pyx"],
-    depends=["cython_ext/poseidon_kernel.h", "cython_ext/poseidon_rounds.h", "cython_ext/mul_adx.h"],
+    depends=["cython_ext/poseidon_kernel.h", "cython_ext/poseidon_rounds.h",
+             "cython_ext/mul_adx.h", "cython_ext/ifma.h"],
     include_dirs=["cython_ext"],
     extra_compile_args=["-O3", "-fno-strict-aliasing"],
 )

@@ -24,8 +24,8 @@ cdef extern from "poseidon_kernel.h" nogil:
                       uint8_t *parents, sk_control *ctl)
     int sk_hash_words(const uint8_t *msgs, int64_t count, int n_el, uint8_t *out)
     void sk_permute_words(uint8_t *states, int64_t count, int lanes)
-    int sk_set_backend(int adx)
-    int sk_backend_is_adx()
+    int sk_set_backend(int backend)
+    int sk_get_backend()
 
 MAX_CURRENCIES = SK_MAX_CURRENCIES
 MAX_ELEMENTS = SK_MAX_ELEMENTS
@@ -89,16 +89,28 @@ def _init():
 _init()
 
 
+BACKENDS = ("portable", "adx", "ifma")
+
+
 def backend():
-    """'adx' (mulx/adcx/adox assembly) or 'portable' (plain C with 128-bit products)."""
-    return "adx" if sk_backend_is_adx() else "portable"
+    """The field arithmetic in use: 'ifma' (AVX-512, 8 hashes per instruction), 'adx'
+    (mulx/adcx/adox assembly) or 'portable' (C with 128-bit products)."""
+    return BACKENDS[sk_get_backend()]
+
+
+def available_backends():
+    """The backends this CPU can run, slowest first."""
+    current = sk_get_backend()
+    found = tuple(name for i, name in enumerate(BACKENDS) if sk_set_backend(i))
+    sk_set_backend(current)
+    return found
 
 
 def set_backend(name):
     """Force a backend, for tests and benchmarks; SUMMA_KERNEL does the same at import."""
-    if name not in ("adx", "portable"):
-        raise ValueError(f"unknown kernel backend {name!r}")
-    if not sk_set_backend(name == "adx"):
+    if name not in BACKENDS:
+        raise ValueError(f"unknown kernel backend {name!r} (expected one of {', '.join(BACKENDS)})")
+    if not sk_set_backend(BACKENDS.index(name)):
         raise KernelError(f"kernel backend {name!r} is not available on this CPU")
 
 

@@ -1,10 +1,16 @@
-/* BN254 scalar field in Montgomery form (4 x 64-bit limbs) and the Poseidon t=2 kernel.
+/* BN254 scalar field in Montgomery form and the Poseidon t=2 kernel, with three backends.
  *
  * Everything a tree build needs runs here, without the GIL and without Python objects:
  * field words come in and go out as canonical little-endian 32-byte words, and are held in
- * Montgomery form only inside a hash.  The permutation works on LANES independent states
- * at once: a single Poseidon permutation is one long dependency chain, and interleaving
- * independent hashes of the same tree level lets the CPU overlap the multiplications.
+ * Montgomery form only inside a hash.  Hashes are computed SK_LANES messages at a time: a
+ * single Poseidon permutation is one long dependency chain, and the independent hashes of a
+ * tree level are what lets the machine overlap work.
+ *
+ * Backends, chosen once from CPUID in sk_init() and switchable for tests:
+ *   ifma      AVX-512 IFMA, 8 states per instruction, 5 x 52-bit limbs (ifma.h)
+ *   adx       4 x 64-bit limbs, mulx/adcx/adox assembly product (mul_adx.h)
+ *   portable  4 x 64-bit limbs, C with unsigned __int128, for every other machine
+ * The rounds of the scalar backends come from poseidon_rounds.h, instantiated per product.
  *
  * Poseidon parameters are not in this file: the Python side generates them with the Grain
  * LFSR, folds them into the optimised schedule, and hands them over with sk_init().
@@ -18,7 +24,8 @@
 typedef unsigned __int128 u128;
 typedef struct { uint64_t l[4]; } fe;
 
-#define SK_LANES 4
+#define SK_LANES 8          /* messages hashed side by side (the IFMA width) */
+#define SK_SCALAR_LANES 4   /* states interleaved by the scalar backends */
 #define SK_MAX_CURRENCIES 64
 #define SK_MAX_ELEMENTS (2 * SK_MAX_CURRENCIES + 2)
 #define SK_FULL_HALF 4
@@ -110,13 +117,11 @@ static inline void fe_mul_portable(fe *r, const fe *a, const fe *b) {
 }
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define SK_HAVE_ADX 1
+#define SK_HAVE_X86 1
 #include "mul_adx.h"
 #else
-#define SK_HAVE_ADX 0
+#define SK_HAVE_X86 0
 #endif
-
-static int sk_use_adx = 0;   /* chosen once in sk_init(), from CPUID */
 
 static inline void fe_from_words(fe *r, const uint8_t *word) {   /* canonical LE -> Montgomery */
     fe x;
@@ -138,45 +143,83 @@ static inline int word_in_field(const uint8_t *word) {
     return !fe_geq_p(&x);
 }
 
-/* ---- Poseidon permutation on SK_LANES states ----------------------------------------- */
+/* ---- Poseidon permutation and sponge, one instance per backend ----------------------- */
 
+#undef SK_MUL
 #define SK_MUL fe_mul_portable
 #define SK_NAME(x) x##_portable
 #include "poseidon_rounds.h"
 #undef SK_MUL
 #undef SK_NAME
-#if SK_HAVE_ADX
+#if SK_HAVE_X86
 #define SK_MUL fe_mul_adx
 #define SK_NAME(x) x##_adx
 #include "poseidon_rounds.h"
 #undef SK_MUL
 #undef SK_NAME
+#include "ifma.h"
 #endif
 
-static inline void sk_permute(fe s[][2], int lanes) {
-#if SK_HAVE_ADX
-    if (sk_use_adx) { sk_permute_adx(s, lanes); return; }
+enum { SK_BACKEND_PORTABLE = 0, SK_BACKEND_ADX = 1, SK_BACKEND_IFMA = 2 };
+static int sk_backend = SK_BACKEND_PORTABLE;   /* chosen once in sk_init(), from CPUID */
+
+/* A message is the list of pointers to its n canonical words; SK_LANES messages of one
+ * length are hashed together.  Scalar backends take them SK_SCALAR_LANES at a time. */
+typedef const uint8_t *sk_msg[SK_MAX_ELEMENTS];
+
+static void sk_sponge_scalar(const sk_msg *msgs, int lanes, int n, uint8_t *const out[]) {
+    for (int base = 0; base < lanes; base += SK_SCALAR_LANES) {
+        int group = lanes - base < SK_SCALAR_LANES ? lanes - base : SK_SCALAR_LANES;
+        fe s[SK_SCALAR_LANES][2], cap;
+        uint8_t word[32] = {0};
+        uint64_t length = (uint64_t)n;           /* capacity = n * 2^64 */
+        memcpy(word + 8, &length, 8);
+        fe_from_words(&cap, word);
+        for (int k = 0; k < group; k++) {
+            memset(&s[k][0], 0, sizeof(fe));
+            s[k][1] = cap;
+        }
+        for (int j = 0; j < n; j++) {
+            for (int k = 0; k < group; k++) {
+                fe m;
+                fe_from_words(&m, msgs[base + k][j]);
+                fe_add(&s[k][0], &s[k][0], &m);
+            }
+#if SK_HAVE_X86
+            if (sk_backend == SK_BACKEND_ADX) sk_permute_adx(s, group);
+            else
 #endif
-    sk_permute_portable(s, lanes);
+                sk_permute_portable(s, group);
+        }
+        for (int k = 0; k < group; k++) fe_to_words(out[base + k], &s[k][0]);
+    }
 }
 
-/* Constant-length sponge over `lanes` messages of the same length n (Montgomery inputs). */
-static void sk_sponge(fe in[][SK_MAX_ELEMENTS], int lanes, int n, fe out[]) {
-    fe s[SK_LANES][2];
-    fe cap;
-    uint8_t word[32] = {0};
-    uint64_t len_hi = (uint64_t)n;            /* capacity = n * 2^64 */
-    memcpy(word + 8, &len_hi, 8);
-    fe_from_words(&cap, word);
-    for (int k = 0; k < lanes; k++) {
-        memset(&s[k][0], 0, sizeof(fe));
-        s[k][1] = cap;
-    }
+#if SK_HAVE_X86
+SK_IFMA static void sk_sponge_ifma(const sk_msg *msgs, int lanes, int n, uint8_t *const out[]) {
+    uint8_t capacity[32] = {0};
+    uint64_t length = (uint64_t)n;
+    memcpy(capacity + 8, &length, 8);
+    const uint8_t *words[8];
+    fe8 s0, s1, m;
+    for (int k = 0; k < 8; k++) words[k] = capacity;
+    s8_from_words(&s1, words);
+    memset(&s0, 0, sizeof s0);
     for (int j = 0; j < n; j++) {
-        for (int k = 0; k < lanes; k++) fe_add(&s[k][0], &s[k][0], &in[k][j]);
-        sk_permute(s, lanes);
+        for (int k = 0; k < 8; k++) words[k] = k < lanes ? msgs[k][j] : NULL;
+        s8_from_words(&m, words);
+        s8_add(&s0, &s0, &m);
+        s8_permute(&s0, &s1);
     }
-    for (int k = 0; k < lanes; k++) out[k] = s[k][0];
+    s8_to_words(out, &s0, lanes);
+}
+#endif
+
+static void sk_sponge(const sk_msg *msgs, int lanes, int n, uint8_t *const out[]) {
+#if SK_HAVE_X86
+    if (sk_backend == SK_BACKEND_IFMA) { sk_sponge_ifma(msgs, lanes, n, out); return; }
+#endif
+    sk_sponge_scalar(msgs, lanes, n, out);
 }
 
 /* ---- balances: exact 256-bit sums, refused when they leave the field ------------------- */
@@ -202,28 +245,22 @@ static int sk_hash_leaves(const uint8_t *usernames, const uint8_t *balances, int
                           int n_cur, uint8_t *out, sk_control *ctl) {
     if (!sk_ready || n_cur < 1 || n_cur > SK_MAX_CURRENCIES) return SK_BAD_ARGS;
     const int64_t rec = 32 * (int64_t)(n_cur + 1);
-    fe in[SK_LANES][SK_MAX_ELEMENTS];
-    fe h[SK_LANES];
+    sk_msg msgs[SK_LANES];
+    uint8_t *hashes[SK_LANES];
     for (int64_t base = 0; base < n; base += SK_LANES) {
         if (ctl && base % SK_CHUNK == 0 && ctl->cancel) return SK_CANCELLED;
         int lanes = (int)((n - base) < SK_LANES ? (n - base) : SK_LANES);
         for (int k = 0; k < lanes; k++) {
             int64_t i = base + k;
-            const uint8_t *u = usernames + 32 * i;
             const uint8_t *b = balances + 32 * (int64_t)n_cur * i;
-            if (!word_in_field(u)) return SK_NOT_IN_FIELD;
-            fe_from_words(&in[k][0], u);
-            for (int c = 0; c < n_cur; c++) {
-                if (!word_in_field(b + 32 * c)) return SK_NOT_IN_FIELD;
-                fe_from_words(&in[k][1 + c], b + 32 * c);
-            }
+            msgs[k][0] = usernames + 32 * i;
+            for (int c = 0; c < n_cur; c++) msgs[k][1 + c] = b + 32 * c;
+            for (int j = 0; j <= n_cur; j++)
+                if (!word_in_field(msgs[k][j])) return SK_NOT_IN_FIELD;
+            hashes[k] = out + rec * i;
+            memcpy(out + rec * i + 32, b, 32 * (size_t)n_cur);
         }
-        sk_sponge(in, lanes, n_cur + 1, h);
-        for (int k = 0; k < lanes; k++) {
-            int64_t i = base + k;
-            fe_to_words(out + rec * i, &h[k]);
-            memcpy(out + rec * i + 32, balances + 32 * (int64_t)n_cur * i, 32 * (size_t)n_cur);
-        }
+        sk_sponge(msgs, lanes, n_cur + 1, hashes);
         if (ctl) ctl->done += lanes;
     }
     return SK_OK;
@@ -236,8 +273,8 @@ static int sk_hash_level(const uint8_t *children, int64_t n_parents, int n_cur, 
     if (layout != SK_INTERLEAVED && layout != SK_SUM_FIRST) return SK_BAD_ARGS;
     const int64_t rec = 32 * (int64_t)(n_cur + 1);
     const int n_el = layout == SK_INTERLEAVED ? 2 * n_cur + 2 : n_cur + 2;
-    fe in[SK_LANES][SK_MAX_ELEMENTS];
-    fe h[SK_LANES];
+    sk_msg msgs[SK_LANES];
+    uint8_t *hashes[SK_LANES];
     for (int64_t base = 0; base < n_parents; base += SK_LANES) {
         if (ctl && base % SK_CHUNK == 0 && ctl->cancel) return SK_CANCELLED;
         int lanes = (int)((n_parents - base) < SK_LANES ? (n_parents - base) : SK_LANES);
@@ -246,64 +283,99 @@ static int sk_hash_level(const uint8_t *children, int64_t n_parents, int n_cur, 
             const uint8_t *left = children + rec * 2 * i;
             const uint8_t *right = left + rec;
             uint8_t *parent = parents + rec * i;
+            if (!word_in_field(left) || !word_in_field(right)) return SK_NOT_IN_FIELD;
             for (int c = 1; c <= n_cur; c++) {
                 if (!sum_words(parent + 32 * c, left + 32 * c, right + 32 * c)) return SK_OVERFLOW;
             }
-            if (layout == SK_INTERLEAVED) {
-                for (int j = 0; j < n_el; j++) {       /* left record then right record */
-                    if (!word_in_field(left + 32 * j)) return SK_NOT_IN_FIELD;
-                    fe_from_words(&in[k][j], left + 32 * j);
-                }
-            } else {
-                for (int c = 0; c < n_cur; c++) fe_from_words(&in[k][c], parent + 32 * (c + 1));
-                if (!word_in_field(left) || !word_in_field(right)) return SK_NOT_IN_FIELD;
-                fe_from_words(&in[k][n_cur], left);
-                fe_from_words(&in[k][n_cur + 1], right);
+            if (layout == SK_INTERLEAVED) {           /* left record, then right record */
+                for (int j = 0; j < n_el; j++) msgs[k][j] = left + 32 * j;
+            } else {                                   /* the sums, then both hashes */
+                for (int c = 0; c < n_cur; c++) msgs[k][c] = parent + 32 * (c + 1);
+                msgs[k][n_cur] = left;
+                msgs[k][n_cur + 1] = right;
             }
+            hashes[k] = parent;
         }
-        sk_sponge(in, lanes, n_el, h);
-        for (int k = 0; k < lanes; k++) fe_to_words(parents + rec * (base + k), &h[k]);
+        sk_sponge(msgs, lanes, n_el, hashes);
         if (ctl) ctl->done += lanes;
     }
     return SK_OK;
 }
 
-/* Hash of arbitrary messages (all of length n_el), words in, words out. For proofs and tests. */
-static int sk_hash_words(const uint8_t *msgs, int64_t count, int n_el, uint8_t *out) {
+/* Hash of `count` messages of n_el words each, words in, words out. For proofs and tests. */
+static int sk_hash_words(const uint8_t *msgs_in, int64_t count, int n_el, uint8_t *out) {
     if (!sk_ready || n_el < 1 || n_el > SK_MAX_ELEMENTS) return SK_BAD_ARGS;
-    fe in[SK_LANES][SK_MAX_ELEMENTS];
-    fe h[SK_LANES];
+    sk_msg msgs[SK_LANES];
+    uint8_t *hashes[SK_LANES];
     for (int64_t base = 0; base < count; base += SK_LANES) {
         int lanes = (int)((count - base) < SK_LANES ? (count - base) : SK_LANES);
         for (int k = 0; k < lanes; k++) {
-            const uint8_t *m = msgs + 32 * (int64_t)n_el * (base + k);
+            const uint8_t *m = msgs_in + 32 * (int64_t)n_el * (base + k);
             for (int j = 0; j < n_el; j++) {
                 if (!word_in_field(m + 32 * j)) return SK_NOT_IN_FIELD;
-                fe_from_words(&in[k][j], m + 32 * j);
+                msgs[k][j] = m + 32 * j;
             }
+            hashes[k] = out + 32 * (base + k);
         }
-        sk_sponge(in, lanes, n_el, h);
-        for (int k = 0; k < lanes; k++) fe_to_words(out + 32 * (base + k), &h[k]);
+        sk_sponge(msgs, lanes, n_el, hashes);
     }
     return SK_OK;
 }
 
-/* Raw permutations, for the benchmark: `count` states of two canonical words, in place. */
+/* Raw permutations, for benchmarks and tests: `count` states of two canonical words, in place.
+ * Scalar backends take `lanes` states at a time (1 measures one permutation's latency). */
 static void sk_permute_words(uint8_t *states, int64_t count, int lanes_wanted) {
-    fe s[SK_LANES][2];
-    int step = lanes_wanted < 1 ? 1 : (lanes_wanted > SK_LANES ? SK_LANES : lanes_wanted);
+#if SK_HAVE_X86
+    if (sk_backend == SK_BACKEND_IFMA) {
+        for (int64_t base = 0; base < count; base += 8) {
+            int lanes = (int)((count - base) < 8 ? (count - base) : 8);
+            const uint8_t *w0[8], *w1[8];
+            uint8_t *o0[8], *o1[8];
+            for (int k = 0; k < 8; k++) {
+                w0[k] = k < lanes ? states + 64 * (base + k) : NULL;
+                w1[k] = k < lanes ? states + 64 * (base + k) + 32 : NULL;
+                o0[k] = (uint8_t *)w0[k];
+                o1[k] = (uint8_t *)w1[k];
+            }
+            fe8 s0, s1;
+            s8_from_words(&s0, w0);
+            s8_from_words(&s1, w1);
+            s8_permute(&s0, &s1);
+            s8_to_words(o0, &s0, lanes);
+            s8_to_words(o1, &s1, lanes);
+        }
+        return;
+    }
+#endif
+    fe s[SK_SCALAR_LANES][2];
+    int step = lanes_wanted < 1 ? 1 : (lanes_wanted > SK_SCALAR_LANES ? SK_SCALAR_LANES : lanes_wanted);
     for (int64_t base = 0; base < count; base += step) {
         int lanes = (int)((count - base) < step ? (count - base) : step);
         for (int k = 0; k < lanes; k++) {
             fe_from_words(&s[k][0], states + 64 * (base + k));
             fe_from_words(&s[k][1], states + 64 * (base + k) + 32);
         }
-        sk_permute(s, lanes);
+#if SK_HAVE_X86
+        if (sk_backend == SK_BACKEND_ADX) sk_permute_adx(s, lanes);
+        else
+#endif
+            sk_permute_portable(s, lanes);
         for (int k = 0; k < lanes; k++) {
             fe_to_words(states + 64 * (base + k), &s[k][0]);
             fe_to_words(states + 64 * (base + k) + 32, &s[k][1]);
         }
     }
+}
+
+static int sk_backend_available(int backend) {
+#if SK_HAVE_X86
+    __builtin_cpu_init();
+    if (backend == SK_BACKEND_ADX)
+        return __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("adx");
+    if (backend == SK_BACKEND_IFMA)
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512ifma");
+#endif
+    return backend == SK_BACKEND_PORTABLE;
 }
 
 /* Schedule from canonical words: 8 full rounds x 2, 56 partial, MDS (4), then
@@ -320,24 +392,41 @@ static void sk_init(const uint8_t *full_rc, const uint8_t *partial_rc, const uin
     fe_from_words(&sk_m11, partial_matrix + 64);
     fe_from_words(&sk_m01, partial_matrix + 96);
     fe_from_words(&sk_m01_inv, partial_matrix + 128);
-#if SK_HAVE_ADX
-    __builtin_cpu_init();
-    sk_use_adx = __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("adx");
+    sk_backend = SK_BACKEND_PORTABLE;
+#if SK_HAVE_X86
+    if (sk_backend_available(SK_BACKEND_IFMA)) {
+        for (int r = 0; r < 2 * SK_FULL_HALF; r++)
+            for (int i = 0; i < 2; i++)
+                s8_const_from_word(&s8_full_rc[r][i], full_rc + 32 * (2 * r + i));
+        for (int r = 0; r < SK_PARTIAL; r++) s8_const_from_word(&s8_partial_rc[r], partial_rc + 32 * r);
+        for (int i = 0; i < 2; i++)
+            for (int j = 0; j < 2; j++) s8_const_from_word(&s8_mds[i][j], mds + 32 * (2 * i + j));
+        s8_const_from_word(&s8_m00, partial_matrix);
+        s8_const_from_word(&s8_m01m10, partial_matrix + 32);
+        s8_const_from_word(&s8_m11, partial_matrix + 64);
+        s8_const_from_word(&s8_m01, partial_matrix + 96);
+        s8_const_from_word(&s8_m01_inv, partial_matrix + 128);
+        sk_backend = SK_BACKEND_IFMA;
+    } else if (sk_backend_available(SK_BACKEND_ADX)) {
+        sk_backend = SK_BACKEND_ADX;
+    }
 #endif
     sk_ready = 1;
 }
 
-/* "adx" or "portable"; returns 0 when the asked-for backend is not available here. */
-static int sk_set_backend(int adx) {
-#if SK_HAVE_ADX
-    if (adx && !(__builtin_cpu_supports("bmi2") && __builtin_cpu_supports("adx"))) return 0;
-    sk_use_adx = adx;
-    return 1;
-#else
-    return !adx;
+/* 0 portable, 1 adx, 2 ifma; returns 0 when that backend cannot run here. */
+static int sk_set_backend(int backend) {
+    if (!sk_backend_available(backend)) return 0;
+#if SK_HAVE_X86
+    if (backend == SK_BACKEND_IFMA && sk_backend != SK_BACKEND_IFMA) {
+        /* constants are prepared in sk_init() only when IFMA was seen there */
+        if (!sk_backend_available(SK_BACKEND_IFMA)) return 0;
+    }
 #endif
+    sk_backend = backend;
+    return 1;
 }
 
-static int sk_backend_is_adx(void) { return sk_use_adx; }
+static int sk_get_backend(void) { return sk_backend; }
 
 #endif

@@ -27,7 +27,7 @@ static inline void SK_NAME(sk_full_round)(fe s[][2], int lanes, const fe rc[2]) 
 
 /* Partial rounds run on (s0, w = m01 * s1): see params.kernel_schedule() for the algebra. */
 static void SK_NAME(sk_permute)(fe s[][2], int lanes) {
-    fe w[SK_LANES];
+    fe w[SK_SCALAR_LANES];
     for (int r = 0; r < SK_FULL_HALF; r++) SK_NAME(sk_full_round)(s, lanes, sk_full_rc[r]);
     for (int k = 0; k < lanes; k++) SK_MUL(&w[k], &sk_m01, &s[k][1]);
     for (int r = 0; r < SK_PARTIAL; r++) {
