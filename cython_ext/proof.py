@@ -4,7 +4,7 @@ import re
 from . import _kernel
 from .csv_reader import username_to_word
 from .params import P
-from .tree import LAYOUTS, WORD, int_of, word_of
+from .words import LAYOUTS, int_of, word_of
 
 _FIELD = re.compile(r"0x[0-9a-f]{64}")
 _DECIMAL = re.compile(r"[0-9]+")

@@ -15,7 +15,8 @@ import mmap
 import os
 import shutil
 
-from .tree import WORD, AggregationMerkleSumTree, Levels, MerkleSumTree, Node
+from .tree import AggregationMerkleSumTree, Levels, MerkleSumTree
+from .words import WORD
 
 FORMAT = "summa-aggregation-result"
 VERSION = 1

@@ -8,40 +8,19 @@ from dataclasses import dataclass
 
 from . import _kernel
 from .csv_reader import username_to_word, word_to_username
-from .params import P
+from .proof import InvalidProof, verify_proof
+from .words import DEFAULT_LAYOUT, LAYOUTS, WORD, field_hex, int_of, layout_code, word_of
 
-LAYOUTS = {"interleaved": 0, "sum-first": 1}
-DEFAULT_LAYOUT = "interleaved"
 DEFAULT_N_BYTES = 14
-WORD = 32
 
 
 class RangeCheckError(ValueError):
     """A balance total does not fit in N_BYTES; the message names the currency."""
 
 
-def field_hex(value):
-    return "0x%064x" % value
-
-
-def word_of(value):
-    return int(value).to_bytes(WORD, "little")
-
-
-def int_of(word):
-    return int.from_bytes(word, "little")
-
-
 def depth_for(count):
     """ceil(log2(count)), and 0 for a single entry."""
     return max(count - 1, 0).bit_length()
-
-
-def layout_code(layout):
-    try:
-        return LAYOUTS[layout]
-    except KeyError:
-        raise ValueError(f"unknown layout {layout!r} (expected one of: {', '.join(LAYOUTS)})") from None
 
 
 def check_n_bytes(n_bytes):
@@ -213,6 +192,14 @@ class MerkleSumTree:
         return cls.build(batch.usernames, batch.balances, batch.count, len(batch.currencies),
                          currencies=batch.currencies, **kwargs)
 
+    def node(self, level, index):
+        """Node `index` of `level` (0 = leaves, depth = root), padding leaves included."""
+        return self.levels.node(level, index)
+
+    def verify(self, proof):
+        """True when `proof` is valid and proves against this tree's root."""
+        return _verifies_against(proof, self.root)
+
     def get_entry(self, index):
         if not 0 <= index < self.count:
             raise IndexError(f"no entry at index {index} (the tree has {self.count})")
@@ -283,6 +270,10 @@ class AggregationMerkleSumTree:
     depth = property(lambda self: self.mini_depth + self.top.depth)
     count = property(lambda self: sum(m.count for m in self.mini_trees))
 
+    def verify(self, proof):
+        """True when `proof` is valid and proves against this tree's root."""
+        return _verifies_against(proof, self.root)
+
     def _split(self, index):
         mini, local = divmod(index, 1 << self.mini_depth)
         if not 0 <= mini < len(self.mini_trees) or local >= self.mini_trees[mini].count:
@@ -309,6 +300,14 @@ class AggregationMerkleSumTree:
         entry, siblings, sides = self.mini_trees[mini].local_proof(local)
         top_siblings, top_sides = self.top.path(mini)
         return proof_json(self.layout, entry, index, siblings + top_siblings, sides + top_sides, self.root)
+
+
+def _verifies_against(proof, root):
+    try:
+        proved_hash, proved_balances = verify_proof(proof)
+    except InvalidProof:
+        return False
+    return proved_hash == root.hash and tuple(proved_balances) == root.balances
 
 
 def find_word(buffer, word):
