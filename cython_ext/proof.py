@@ -7,7 +7,7 @@ from .params import P
 from .words import LAYOUTS, int_of, word_of
 
 _FIELD = re.compile(r"0x[0-9a-f]{64}")
-_DECIMAL = re.compile(r"[0-9]+")
+_DECIMAL = re.compile(r"0|[1-9][0-9]*")   # canonical: one proof text per proof
 
 
 class InvalidProof(ValueError):
@@ -40,7 +40,7 @@ def _parse(proof):
     layout, n = proof["layout"], proof["n_currencies"]
     if layout not in LAYOUTS:
         raise InvalidProof(f"layout: unknown layout {layout!r}")
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= _kernel.MAX_CURRENCIES:
+    if type(n) is not int or not 1 <= n <= _kernel.MAX_CURRENCIES:
         raise InvalidProof(f"n_currencies: expected an integer from 1 to {_kernel.MAX_CURRENCIES}")
     entry = proof["entry"]
     if not isinstance(entry, dict) or set(entry) != {"username", "balances"}:
@@ -56,13 +56,14 @@ def _parse(proof):
         raise InvalidProof(f"entry.balances: expected {n} decimal strings")
     for i, b in enumerate(balances):
         if not isinstance(b, str) or not _DECIMAL.fullmatch(b) or int(b) >= P:
-            raise InvalidProof(f"entry.balances[{i}]: expected a decimal string below the field modulus")
+            raise InvalidProof(f"entry.balances[{i}]: expected a decimal string without leading "
+                               f"zeros, below the field modulus")
     path, sides, index = proof["path"], proof["path_indices"], proof["index"]
     if not isinstance(path, list) or not isinstance(sides, list) or len(path) != len(sides):
         raise InvalidProof("path and path_indices: expected two lists of the same length")
-    if any(s not in (0, 1) or isinstance(s, bool) for s in sides):
+    if any(type(s) is not int or s not in (0, 1) for s in sides):
         raise InvalidProof("path_indices: expected only 0 and 1")
-    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < 1 << len(sides):
+    if type(index) is not int or not 0 <= index < 1 << len(sides):
         raise InvalidProof("index: expected an integer that fits the path length")
     if any((index >> level) & 1 != side for level, side in enumerate(sides)):
         raise InvalidProof("index: does not match path_indices")

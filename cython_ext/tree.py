@@ -221,12 +221,7 @@ class MerkleSumTree:
         return proof_json(self.layout, entry, index, siblings, sides, self.root)
 
     def _resolve(self, key):
-        if isinstance(key, str):
-            index = self.index_of(key)
-            if index is None:
-                raise KeyError(f"username {key!r} is not in the tree")
-            return index
-        return key
+        return _resolve(self, key)
 
     def to_json(self):
         """The mini-tree JSON of SPEC section 5 (what a worker returns when asked for JSON)."""
@@ -292,14 +287,23 @@ class AggregationMerkleSumTree:
         return None
 
     def proof(self, index_or_username):
-        key = index_or_username
-        index = self.index_of(key) if isinstance(key, str) else key
-        if index is None:
-            raise KeyError(f"username {key!r} is not in the tree")
+        index = _resolve(self, index_or_username)
         mini, local = self._split(index)
         entry, siblings, sides = self.mini_trees[mini].local_proof(local)
         top_siblings, top_sides = self.top.path(mini)
         return proof_json(self.layout, entry, index, siblings + top_siblings, sides + top_sides, self.root)
+
+
+def _resolve(tree, key):
+    """A username or an index (a real int, not a bool) to an index."""
+    if isinstance(key, str):
+        index = tree.index_of(key)
+        if index is None:
+            raise KeyError(f"username {key!r} is not in the tree")
+        return index
+    if type(key) is not int:
+        raise TypeError(f"expected a username or an integer index, got {key!r}")
+    return key
 
 
 def _verifies_against(proof, root):
