@@ -30,13 +30,12 @@ typedef struct { uint64_t l[4]; } fe;
 #define SK_MAX_ELEMENTS (2 * SK_MAX_CURRENCIES + 2)
 #define SK_FULL_HALF 4
 #define SK_PARTIAL 56
-#define SK_CHUNK 64          /* nodes between two polls of the cancel flag */
 
 enum { SK_OK = 0, SK_CANCELLED = 1, SK_OVERFLOW = 2, SK_NOT_IN_FIELD = 3, SK_BAD_ARGS = 4 };
 enum { SK_INTERLEAVED = 0, SK_SUM_FIRST = 1 };
 
 typedef struct {
-    volatile int cancel;      /* set by any thread; the kernel polls it every SK_CHUNK nodes */
+    volatile int cancel;      /* set by any thread; polled before every SK_LANES nodes */
     volatile int64_t done;    /* nodes hashed so far, for progress reports */
 } sk_control;
 
@@ -248,7 +247,7 @@ static int sk_hash_leaves(const uint8_t *usernames, const uint8_t *balances, int
     sk_msg msgs[SK_LANES];
     uint8_t *hashes[SK_LANES];
     for (int64_t base = 0; base < n; base += SK_LANES) {
-        if (ctl && base % SK_CHUNK == 0 && ctl->cancel) return SK_CANCELLED;
+        if (ctl && ctl->cancel) return SK_CANCELLED;
         int lanes = (int)((n - base) < SK_LANES ? (n - base) : SK_LANES);
         for (int k = 0; k < lanes; k++) {
             int64_t i = base + k;
@@ -276,7 +275,7 @@ static int sk_hash_level(const uint8_t *children, int64_t n_parents, int n_cur, 
     sk_msg msgs[SK_LANES];
     uint8_t *hashes[SK_LANES];
     for (int64_t base = 0; base < n_parents; base += SK_LANES) {
-        if (ctl && base % SK_CHUNK == 0 && ctl->cancel) return SK_CANCELLED;
+        if (ctl && ctl->cancel) return SK_CANCELLED;
         int lanes = (int)((n_parents - base) < SK_LANES ? (n_parents - base) : SK_LANES);
         for (int k = 0; k < lanes; k++) {
             int64_t i = base + k;
