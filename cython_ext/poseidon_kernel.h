@@ -214,9 +214,19 @@ SK_IFMA static void sk_sponge_ifma(const sk_msg *msgs, int lanes, int n, uint8_t
 }
 #endif
 
+static int sk_adx_available = 0;   /* set in sk_init() */
+
 static void sk_sponge(const sk_msg *msgs, int lanes, int n, uint8_t *const out[]) {
 #if SK_HAVE_X86
-    if (sk_backend == SK_BACKEND_IFMA) { sk_sponge_ifma(msgs, lanes, n, out); return; }
+    if (sk_backend == SK_BACKEND_IFMA) {
+        /* a vector permutation costs as much as eight scalar ones, so a lone message (a proof
+         * check, a padding root) goes through the scalar ADX product instead */
+        if (lanes > 1 || !sk_adx_available) { sk_sponge_ifma(msgs, lanes, n, out); return; }
+        sk_backend = SK_BACKEND_ADX;
+        sk_sponge_scalar(msgs, lanes, n, out);
+        sk_backend = SK_BACKEND_IFMA;
+        return;
+    }
 #endif
     sk_sponge_scalar(msgs, lanes, n, out);
 }
@@ -392,6 +402,7 @@ static void sk_init(const uint8_t *full_rc, const uint8_t *partial_rc, const uin
     fe_from_words(&sk_m01, partial_matrix + 96);
     fe_from_words(&sk_m01_inv, partial_matrix + 128);
     sk_backend = SK_BACKEND_PORTABLE;
+    sk_adx_available = sk_backend_available(SK_BACKEND_ADX);
 #if SK_HAVE_X86
     if (sk_backend_available(SK_BACKEND_IFMA)) {
         for (int r = 0; r < 2 * SK_FULL_HALF; r++)

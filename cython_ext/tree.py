@@ -175,7 +175,7 @@ class MerkleSumTree:
             levels.hash_up(layout, control)
         except _kernel.BalanceOverflow:
             raise _overflow_error(balances, count, n_currencies, n_bytes, currencies) from None
-        tree = cls(levels, bytes(usernames[:count * WORD]), count, layout, currencies)
+        tree = cls(levels, bytes(memoryview(usernames)[:count * WORD]), count, layout, currencies)
         check_range(tree.root, n_bytes, currencies)
         return tree
 
