@@ -27,20 +27,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gen_csv import generate  # noqa: E402  (bench/ is not a package)
+from tables import table  # noqa: E402
 
 MIB = 1 << 20
-
-
-def table(headers, rows, title=None, left=1):
-    cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    if title:
-        print(f"\n{title}")
-    for n, row in enumerate(cells):
-        print("  " + "  ".join(c.ljust(w) if i < left else c.rjust(w)
-                               for i, (c, w) in enumerate(zip(row, widths))))
-        if n == 0:
-            print("  " + "  ".join("-" * w for w in widths))
 
 
 def console_script(name):

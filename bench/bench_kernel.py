@@ -28,6 +28,7 @@ import time
 
 from summa_aggregation.cython_ext import _kernel
 from summa_aggregation.cython_ext.tree import LAYOUTS, MerkleSumTree, depth_for
+from tables import table  # bench/ is first on sys.path when a script here runs
 
 MIB = 1 << 20
 WORD = 32
@@ -38,19 +39,6 @@ _BELOW_2_253 = bytes(b & 0x1F for b in range(256))
 
 
 # ---- helpers --------------------------------------------------------------------------------
-
-def table(headers, rows, title=None, left=1):
-    """Print rows as an aligned table (the first `left` columns left-aligned, the rest right)."""
-    cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    if title:
-        print(f"\n{title}")
-    for n, row in enumerate(cells):
-        print("  " + "  ".join(c.ljust(w) if i < left else c.rjust(w)
-                               for i, (c, w) in enumerate(zip(row, widths))))
-        if n == 0:
-            print("  " + "  ".join("-" * w for w in widths))
-
 
 def interleaved_runs(configs, runs):
     """configs: name -> callable returning seconds. Round-robin runs; name -> list of seconds."""

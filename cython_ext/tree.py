@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from . import _kernel
 from .csv_reader import username_to_word, word_to_username
 from .proof import InvalidProof, verify_proof
-from .words import DEFAULT_LAYOUT, LAYOUTS, WORD, field_hex, int_of, layout_code, word_of
+from .words import (DEFAULT_LAYOUT, LAYOUTS, WORD, field_hex, int_of,  # noqa: F401 (re-exported)
+                    layout_code, word_of)
 
 DEFAULT_N_BYTES = 14
 

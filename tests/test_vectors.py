@@ -2,7 +2,6 @@
 the pure-Python reference."""
 import hashlib
 
-import pytest
 
 from summa_aggregation.cython_ext import _kernel, params, reference
 from summa_aggregation.cython_ext.csv_reader import read_csv, read_csvs, username_to_word
