@@ -1,5 +1,5 @@
-"""Every value of tests/data/vectors.json, reproduced by the C kernel (both backends) and by
-the pure-Python reference."""
+"""Every value of tests/data/vectors.json, reproduced by the C kernel (on every backend this
+CPU has) and by the pure-Python reference."""
 import hashlib
 
 
