@@ -1,8 +1,108 @@
-"""summa-worker: entry point reserved for the ZeroMQ mini-tree server (issue #3)."""
+"""summa-worker: the mini-tree generator server.
+
+Every option can also come from the environment, which is how a container or a Swarm service
+configures it: SUMMA_WORKER_BIND, SUMMA_WORKER_CANCEL, SUMMA_WORKER_THREADS,
+SUMMA_WORKER_PORT_OFFSET (added to the port of the bind address; a Swarm service sets it from
+its task slot, so replicas sharing a host's network do not collide), SUMMA_WORKER_MAX_MESSAGE_MB.
+"""
+import argparse
+import logging
+import os
+import re
+import signal
 import sys
+
+import zmq
+
+from ..cython_ext import _kernel
+from .protocol import DEFAULT_MAX_MESSAGE_BYTES
+from .server import Worker
+
+DEFAULT_BIND = "tcp://0.0.0.0:4000"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _env_int(name, default):
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise SystemExit(f"summa-worker: error: {name}={value!r} is not an integer") from None
+
+
+def with_port_offset(endpoint, offset):
+    """tcp://host:4000 with offset 2 -> tcp://host:4002 (wildcard ports are left alone)."""
+    if not offset:
+        return endpoint
+    match = re.fullmatch(r"(tcp://.+):(\d+)", endpoint)
+    if not match:
+        raise SystemExit(f"summa-worker: error: a port offset needs a tcp://HOST:PORT bind "
+                         f"address, got {endpoint!r}")
+    return f"{match.group(1)}:{int(match.group(2)) + offset}"
+
+
+def _parser():
+    parser = _Parser(prog="summa-worker", description="Serve mini-tree builds over ZeroMQ.")
+    parser.add_argument("--bind", default=os.environ.get("SUMMA_WORKER_BIND", DEFAULT_BIND),
+                        help=f"ROUTER address to bind (default {DEFAULT_BIND}; "
+                             f"tcp://127.0.0.1:* picks a free port)")
+    parser.add_argument("--cancel", metavar="ENDPOINT", default=os.environ.get("SUMMA_WORKER_CANCEL"),
+                        help="the daemon's cancellation PUB socket to subscribe to")
+    parser.add_argument("--threads", type=int, default=_env_int("SUMMA_WORKER_THREADS", 1),
+                        help="batches built at once (default 1)")
+    parser.add_argument("--port-offset", type=int, default=_env_int("SUMMA_WORKER_PORT_OFFSET", 0),
+                        help="added to the bind port (default 0)")
+    parser.add_argument("--max-message-mb", type=int,
+                        default=_env_int("SUMMA_WORKER_MAX_MESSAGE_MB", DEFAULT_MAX_MESSAGE_BYTES >> 20),
+                        help="largest message accepted, in MiB (default %(default)s)")
+    parser.add_argument("--log-level", default=os.environ.get("SUMMA_WORKER_LOG_LEVEL", "WARNING"),
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser
+
+
+class _StopOnSignals:
+    """Signal handlers only ask the loop to stop; the old handlers come back on exit."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self, worker):
+        self.worker, self.previous = worker, {}
+
+    def __enter__(self):
+        for sig in self.SIGNALS:
+            self.previous[sig] = signal.signal(sig, lambda *_: self.worker.stop())
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 def main(argv=None):
-    print("summa-worker: error: not available in this release; the ZeroMQ mini-tree server "
-          "arrives with issue #3. Use summa-aggregate meanwhile.", file=sys.stderr)
-    return 2
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="summa-worker: %(levelname)s %(message)s")
+    if args.threads < 1 or args.max_message_mb < 1:
+        print("summa-worker: error: --threads and --max-message-mb must be at least 1", file=sys.stderr)
+        return 2
+    bind = with_port_offset(args.bind, args.port_offset)
+    try:
+        worker = Worker(bind, args.cancel, args.threads, args.max_message_mb << 20)
+    except zmq.ZMQError as error:
+        print(f"summa-worker: error: cannot bind {bind}: {error}", file=sys.stderr)
+        return 2
+    print(f"summa-worker: listening on {worker.endpoint} (kernel {_kernel.backend()}, "
+          f"{args.threads} thread{'s' if args.threads > 1 else ''})", flush=True)
+    with _StopOnSignals(worker):
+        worker.serve()
+    print("summa-worker: stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""A small client of one worker: a DEALER socket, every receive guarded by a poll timeout.
+
+    python -m summa_aggregation.worker.client [--port 4000 | --endpoint tcp://HOST:PORT]
+
+sends the two example entries of the original design to a running worker and prints the
+mini-tree JSON it returns (what scripts/test_sending_entry.sh runs).
+"""
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+
+import zmq
+
+from ..cython_ext.csv_reader import username_to_word
+from ..cython_ext.tree import depth_for
+from . import protocol as wire
+from .protocol import BuildRequest, Code
+
+SEED_CURRENCIES = ["balance_ETH_ETH", "balance_USDT_ETH"]
+SEED_ENTRIES = [("dxGaEAii", (11888, 41163)), ("MBlfbBGI", (67823, 18651))]
+
+
+class WorkerError(Exception):
+    """The worker answered ERROR, or did not answer in time (code None)."""
+
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code, self.message = (Code(code) if code is not None else None), message
+
+
+@dataclass
+class MiniTree:
+    job: str
+    batch: int
+    depth: int
+    count: int
+    n_currencies: int
+    nodes: bytes
+
+
+def pack_entries(entries):
+    """(username, balances) pairs -> (usernames, balances) packed words."""
+    usernames = b"".join(username_to_word(name) for name, _ in entries)
+    balances = b"".join(int(b).to_bytes(wire.WORD, "little") for _, bs in entries for b in bs)
+    return usernames, balances
+
+
+def build_request(job, batch, entries, layout="interleaved", n_bytes=14, depth=None,
+                  as_json=False, currencies=None):
+    usernames, balances = pack_entries(entries)
+    count, n_currencies = len(entries), len(entries[0][1])
+    return BuildRequest(job, batch, count, n_currencies, layout, n_bytes,
+                        depth_for(count) if depth is None else depth, usernames, balances,
+                        as_json, currencies)
+
+
+class WorkerClient:
+    def __init__(self, endpoint, context=None, timeout=30.0,
+                 max_message_bytes=wire.DEFAULT_MAX_MESSAGE_BYTES):
+        self.context = context or zmq.Context.instance()
+        self.timeout, self.max_message_bytes = timeout, max_message_bytes
+        self.socket = wire.new_socket(self.context, zmq.DEALER, max_message_bytes)
+        self.socket.connect(endpoint)
+
+    def send(self, command, body):
+        self.socket.send_multipart(wire.frames(command, body), copy=False)
+
+    def receive(self, timeout=None):
+        """The next (command, body); WorkerError(None, ...) when nothing comes in time."""
+        seconds = self.timeout if timeout is None else timeout
+        if not self.socket.poll(int(seconds * 1000)):
+            raise WorkerError(None, f"no answer from the worker within {seconds:g} s")
+        return wire.parse(self.socket.recv_multipart(copy=False), self.max_message_bytes)
+
+    def ping(self, seq=0, timeout=None):
+        self.send(wire.PING, {"seq": seq})
+        command, body = self.receive(timeout)
+        if command != wire.PONG or body.get("seq") != seq:
+            raise WorkerError(Code.MALFORMED, f"expected PONG {seq}, got {wire.COMMAND_NAMES[command]}")
+        return body
+
+    def cancel(self, job):
+        self.send(wire.CANCEL, {"job": job})
+
+    def build(self, request, timeout=None):
+        """Send one BUILD and wait for its answer: a MiniTree, or the JSON dict in JSON mode."""
+        self.send(wire.BUILD, request.body())
+        command, body = self.receive(timeout)
+        if command == wire.ERROR:
+            raise WorkerError(body.get("code", Code.INTERNAL), body.get("message", "?"))
+        if command != wire.RESULT:
+            raise WorkerError(Code.MALFORMED, f"expected RESULT, got {wire.COMMAND_NAMES[command]}")
+        if request.as_json:
+            return json.loads(body["json"])
+        return MiniTree(body["job"], body["batch"], body["depth"], body["count"],
+                        body["n_currencies"], body["nodes"])
+
+    def close(self):
+        self.socket.close(linger=0)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="test_sending_entry", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, default=4000)
+    parser.add_argument("--endpoint", help="instead of --port: tcp://HOST:PORT")
+    parser.add_argument("--timeout", type=float, default=10.0)
+    args = parser.parse_args(argv)
+    endpoint = args.endpoint or f"tcp://127.0.0.1:{args.port}"
+    request = build_request("seed", 0, SEED_ENTRIES, as_json=True, currencies=SEED_CURRENCIES)
+    try:
+        with WorkerClient(endpoint, timeout=args.timeout) as client:
+            print(json.dumps(client.build(request), indent=2))
+    except WorkerError as error:
+        print(f"test_sending_entry: error: {endpoint}: {error.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
