@@ -50,7 +50,7 @@ def _fsync_dir(path):
         os.close(fd)
 
 
-def _publish(temporary, directory):
+def publish(temporary, directory):
     """Rename temporary to directory, never replacing anything already there.
 
     Plain rename() silently replaces an empty directory, so use renameat2(RENAME_NOREPLACE)
@@ -96,7 +96,7 @@ def save(tree, directory, n_bytes, extra=None):
         }
         _write(temporary, "manifest.json", [json.dumps(manifest, indent=1).encode() + b"\n"], {})
         _fsync_dir(temporary)
-        _publish(temporary, directory)
+        publish(temporary, directory)
         _fsync_dir(parent)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)

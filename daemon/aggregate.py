@@ -1,29 +1,29 @@
 """summa-aggregate: one run, no daemon to set up.
 
-Reads and checks every CSV first, then builds the mini-trees on a pool of local worker
-processes, joins their roots into the aggregation tree, writes the result directory
-atomically, and prints the root node JSON as the last line of stdout.
-(The orchestrator daemon of issue #4 will take over the pool; the command line stays.)
+It starts an embedded daemon (the same code as summa-daemon) with the MockSpawner, so local
+summa-worker processes build the mini-trees, submits one job through the ordinary client,
+follows it, and moves the finished result directory to --out. The root node JSON is the last
+line of stdout.
 """
 import json
-import multiprocessing
 import os
+import shutil
 import sys
-import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import tempfile
+import threading
 
 from ..cython_ext import store
 from ..cython_ext.cli import Parser, run
-from ..cython_ext.csv_reader import read_csvs, rebatch
-from ..cython_ext.tree import (DEFAULT_LAYOUT, DEFAULT_N_BYTES, LAYOUTS, AggregationMerkleSumTree,
-                               Levels, MerkleSumTree, check_n_bytes, depth_for)
+from ..cython_ext.tree import DEFAULT_LAYOUT, DEFAULT_N_BYTES, LAYOUTS, check_n_bytes
+from ..worker.protocol import SubmitRequest
+from .broker import Daemon
+from .client import DaemonClient
+from .config import DaemonConfig
+from .submit import Progress, follow
 
 
-def build_minitree(usernames, balances, count, currencies, depth, layout, n_bytes):
-    """Runs in a worker process; returns the node buffer only (the caller has the rest)."""
-    tree = MerkleSumTree.build(usernames, balances, count, len(currencies), layout=layout,
-                               depth=depth, n_bytes=n_bytes, currencies=currencies)
-    return tree.levels.nodes
+class JobFailed(ValueError):
+    """The job ended failed or cancelled; the message is the daemon's reason."""
 
 
 def _power_of_two(text):
@@ -52,62 +52,34 @@ def _parser():
     return parser
 
 
-class _Progress:
-    """Mini-trees done, on stderr, only when a person is watching."""
-
-    def __init__(self, total):
-        self.total, self.done, self.start = total, 0, time.monotonic()
-        self.enabled = sys.stderr.isatty()
-
-    def step(self):
-        self.done += 1
-        if self.enabled:
-            print(f"\rmini-trees {self.done}/{self.total}  {time.monotonic() - self.start:.1f}s",
-                  end="" if self.done < self.total else "\n", file=sys.stderr, flush=True)
-
-
-def _build_all(batches, depth, layout, n_bytes, workers):
-    progress = _Progress(len(batches))
-    jobs = [(b.usernames, b.balances, b.count, b.currencies, depth, layout, n_bytes) for b in batches]
-    nodes = [None] * len(jobs)
-    if workers <= 1 or len(jobs) == 1:
-        for i, job in enumerate(jobs):
-            nodes[i] = build_minitree(*job)
-            progress.step()
-        return nodes
-    context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
-        futures = {pool.submit(build_minitree, *job): i for i, job in enumerate(jobs)}
-        try:
-            for future in as_completed(futures):
-                nodes[futures[future]] = future.result()
-                progress.step()
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
-    return nodes
-
-
 def _aggregate(argv):
     args = _parser().parse_args(argv)
     if args.workers < 1:
         raise ValueError("--workers must be at least 1")
     check_n_bytes(args.n_bytes)
-    if args.out and os.path.exists(args.out):
+    out = os.path.abspath(args.out) if args.out else None
+    if out and os.path.lexists(out):
         raise store.StoreError(f"{args.out}: already exists (results are never overwritten)")
-    batches = read_csvs(args.csvs, args.n_bytes)
-    if args.batch_size:
-        batches = rebatch(batches, args.batch_size)
-    depth = depth_for(max(b.count for b in batches))
-    nodes = _build_all(batches, depth, args.layout, args.n_bytes, args.workers)
-    n_currencies = len(batches[0].currencies)
-    minis = [MerkleSumTree(Levels(buffer, depth, n_currencies), bytes(b.usernames), b.count,
-                           args.layout, b.currencies) for b, buffer in zip(batches, nodes)]
-    tree = AggregationMerkleSumTree(minis, args.layout, args.n_bytes)
-    if args.out:
-        store.save(tree, args.out, args.n_bytes, {"inputs": [os.path.abspath(p) for p in args.csvs]})
-    print(json.dumps(tree.root.to_json()))
+    # the daemon's data directory sits beside --out, so the result moves there by a rename
+    data_dir = tempfile.mkdtemp(prefix=".summa-aggregate-", dir=os.path.dirname(out) if out else None)
+    daemon = Daemon(DaemonConfig(control=f"inproc://summa-aggregate-{os.getpid()}",
+                                 cancel="tcp://127.0.0.1:*", data_dir=data_dir, log_level="WARNING"))
+    serving = threading.Thread(target=daemon.serve, name="embedded-daemon", daemon=True)
+    serving.start()
+    try:
+        with DaemonClient(daemon.control_endpoint, timeout=60) as client:
+            job_id = client.submit(SubmitRequest([os.path.abspath(p) for p in args.csvs], args.workers,
+                                                 "mock", args.layout, args.n_bytes, args.batch_size))
+            record = follow(client, job_id, Progress(), interval=0.05)
+        if record["state"] != "done":
+            raise JobFailed(record.get("error") or record["state"])
+        if out:
+            store.publish(os.path.join(data_dir, "results", job_id), out)
+        print(json.dumps(record["root"]))
+    finally:
+        daemon.stop()
+        serving.join()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def main(argv=None):

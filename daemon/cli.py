@@ -1,16 +1,65 @@
-"""summa-daemon and summa-submit: entry points reserved for the orchestrator (issue #4)."""
+"""summa-daemon: the long-running orchestrator (systemd runs it)."""
+import argparse
+import logging
+import signal
 import sys
 
+import zmq
 
-def _not_yet(prog):
-    print(f"{prog}: error: not available in this release; the orchestrator daemon and its "
-          f"client arrive with issue #4. Use summa-aggregate meanwhile.", file=sys.stderr)
-    return 2
-
-
-def daemon_main(argv=None):
-    return _not_yet("summa-daemon")
+from . import config as daemon_config
+from .broker import Daemon
 
 
-def submit_main(argv=None):
-    return _not_yet("summa-submit")
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class StopOnSignals:
+    """Signal handlers only ask the loop to stop; the old handlers come back on exit."""
+
+    def __init__(self, stoppable, signals=(signal.SIGTERM, signal.SIGINT)):
+        self.stoppable, self.signals, self.previous = stoppable, signals, {}
+
+    def __enter__(self):
+        for sig in self.signals:
+            self.previous[sig] = signal.signal(sig, lambda *_: self.stoppable.stop())
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def main(argv=None):
+    parser = _Parser(prog="summa-daemon", description="Run the Summa Aggregation orchestrator.")
+    parser.add_argument("--config", metavar="FILE", help="TOML settings (see systemd/daemon.toml)")
+    parser.add_argument("--control", metavar="ENDPOINT", help="client socket (default tcp://127.0.0.1:5555)")
+    parser.add_argument("--data-dir", metavar="DIR", help="job records and results")
+    parser.add_argument("--cancel", metavar="ENDPOINT", help="cancellation PUB socket")
+    args = parser.parse_args(argv)
+    try:
+        config = daemon_config.load(args.config, control=args.control, data_dir=args.data_dir,
+                                    cancel=args.cancel)
+        logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
+                            format="summa-daemon: %(levelname)s %(message)s")
+        daemon = Daemon(config)
+    except daemon_config.ConfigError as error:
+        print(f"summa-daemon: error: {error}", file=sys.stderr)
+        return 2
+    except zmq.ZMQError as error:
+        print(f"summa-daemon: error: cannot bind its sockets: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"summa-daemon: error: {error.filename or config.data_dir}: {error.strerror}", file=sys.stderr)
+        return 2
+    print(f"summa-daemon: control on {daemon.control_endpoint}, cancellations on "
+          f"{daemon.cancel_endpoint}, data in {config.data_dir}", flush=True)
+    with StopOnSignals(daemon):
+        daemon.serve()
+    print("summa-daemon: stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -248,15 +248,7 @@ def test_aggregation_range_failure(run_script, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-# --- placeholders -------------------------------------------------------------------------
-
-@pytest.mark.parametrize("prog", ["summa-daemon", "summa-submit"])
-def test_reserved_commands(run_script, bin_dir, prog):
-    assert (bin_dir / prog).exists()
-    result = run_script(prog)
-    one_line_error(result, prog, 2)
-    assert result.stdout == ""
-
+# --- installation ----------------------------------------------------------------------
 
 def test_every_spec_command_is_installed(bin_dir):
     for prog in ("summa-worker", "summa-daemon", "summa-submit", "summa-aggregate",

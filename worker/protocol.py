@@ -26,10 +26,19 @@ RESULT = b"\x02"   # worker -> client: the mini-tree
 ERROR = b"\x03"    # worker -> client: a code and a one-line message
 PING = b"\x04"     # either way: are you alive?
 PONG = b"\x05"     # the answer, with the worker's load
-CANCEL = b"\x06"   # client -> worker: stop job J (also published on the cancel PUB socket)
+CANCEL = b"\x06"   # client -> worker or daemon: stop job J (the daemon also publishes it)
+
+# the daemon's control socket (summa-submit -> summa-daemon); answers are REPLY or ERROR
+SUBMIT = b"\x10"   # a build job: csvs, executors, spawner, layout, n_bytes, batch_size
+STATUS = b"\x11"   # one job's state and progress
+PROOF = b"\x12"    # an inclusion proof from a finished job
+LIST = b"\x13"     # every job the daemon knows
+SHUTDOWN = b"\x14" # stop the daemon gracefully
+REPLY = b"\x15"    # the daemon's answer to any of the above
 
 COMMAND_NAMES = {BUILD: "BUILD", RESULT: "RESULT", ERROR: "ERROR", PING: "PING", PONG: "PONG",
-                 CANCEL: "CANCEL"}
+                 CANCEL: "CANCEL", SUBMIT: "SUBMIT", STATUS: "STATUS", PROOF: "PROOF",
+                 LIST: "LIST", SHUTDOWN: "SHUTDOWN", REPLY: "REPLY"}
 
 WORD = 32
 LAYOUTS = ("interleaved", "sum-first")
@@ -53,8 +62,11 @@ class Code(enum.IntEnum):
     CURRENCY_MISMATCH = 5   # balances that do not match n_currencies
     OVERFLOW = 6            # a balance total beyond N_BYTES
     CANCELLED = 7           # the job was cancelled; this batch was dropped or aborted
-    SHUTTING_DOWN = 8       # the worker is stopping and takes no more work
-    INTERNAL = 9            # a bug on the worker's side; the message says what
+    SHUTTING_DOWN = 8       # the worker or daemon is stopping and takes no more work
+    INTERNAL = 9            # a bug on the answering side; the message says what
+    NO_SUCH_JOB = 10        # the daemon knows no job by that id
+    NOT_READY = 11          # the job has no result (yet, or ever): no proof to give
+    NOT_FOUND = 12          # the username is not in the job's tree
 
 
 class ProtocolError(Exception):
@@ -184,6 +196,49 @@ def check_build(body):
 
 def check_cancel(body):
     return _job(body)
+
+
+def check_job(body):
+    """The job id of a STATUS, CANCEL or PROOF request."""
+    return _job(body)
+
+
+@dataclass
+class SubmitRequest:
+    csvs: list
+    executors: int
+    spawner: str
+    layout: str
+    n_bytes: int
+    batch_size: int = None    # None: one mini-tree per CSV
+
+    def body(self):
+        return {"csvs": list(self.csvs), "executors": self.executors, "spawner": self.spawner,
+                "layout": self.layout, "n_bytes": self.n_bytes, "batch_size": self.batch_size}
+
+
+def check_submit(body, spawners):
+    csvs = body.get("csvs")
+    if not isinstance(csvs, list) or not csvs or not all(isinstance(c, str) and c for c in csvs):
+        raise ProtocolError(Code.BAD_FIELD, "field 'csvs': expected a non-empty list of paths")
+    executors = _field(body, "executors", int, "an integer executor count")
+    spawner = _field(body, "spawner", str, "a spawner name")
+    layout = _field(body, "layout", str, "a layout name")
+    n_bytes = _field(body, "n_bytes", int, "an integer N_BYTES")
+    batch_size = body.get("batch_size")
+    if not 1 <= executors <= 1024:
+        raise ProtocolError(Code.BAD_FIELD, "field 'executors': 1 to 1024")
+    if spawner not in spawners:
+        raise ProtocolError(Code.BAD_FIELD, f"field 'spawner': {spawner!r} is not available "
+                            f"here (available: {', '.join(spawners)})")
+    if layout not in LAYOUTS:
+        raise ProtocolError(Code.BAD_FIELD, f"field 'layout': one of {', '.join(LAYOUTS)}")
+    if not 1 <= n_bytes <= 31:
+        raise ProtocolError(Code.BAD_FIELD, "field 'n_bytes': 1 to 31")
+    if batch_size is not None and (type(batch_size) is not int or batch_size < 1
+                                   or batch_size & (batch_size - 1) or batch_size > 1 << MAX_DEPTH):
+        raise ProtocolError(Code.BAD_FIELD, "field 'batch_size': a power of two, or nil")
+    return SubmitRequest(csvs, executors, spawner, layout, n_bytes, batch_size)
 
 
 def error_body(code, message, job=None, batch=None):

@@ -1,0 +1,227 @@
+"""The orchestrator daemon: control socket, job queue, cancel PUB, results.
+
+One thread (serve()) owns the control ROUTER, the cancel PUB and an inproc PULL on which job
+runner threads ask for cancellations to be published. Each running job has its own runner
+thread (job.py) with its own executor sockets. Job records live in DATA_DIR/jobs/ and
+results in DATA_DIR/results/; both survive restarts, and a job that was running when the
+daemon died is marked failed (interrupted) when it comes back.
+"""
+import collections
+import glob
+import json
+import logging
+import os
+import secrets
+import shutil
+import threading
+import time
+
+import zmq
+
+from ..cython_ext import store
+from ..worker import protocol as wire
+from ..worker.protocol import Code, ProtocolError
+from . import spawners
+from .job import CANCELLED, FAILED, FINISHED, QUEUED, Job, JobRunner
+
+log = logging.getLogger("summa.daemon")
+
+POLL_MS = 100
+CACHED_RESULTS = 4
+
+
+class Daemon:
+    def __init__(self, config, context=None, spawner_options=None):
+        self.config = config
+        self.context = context or zmq.Context.instance()
+        self.spawner_options = spawner_options or {}
+        self.jobs_dir = os.path.join(config.data_dir, "jobs")
+        self.results_dir = os.path.join(config.data_dir, "results")
+        os.makedirs(self.jobs_dir, exist_ok=True)
+        os.makedirs(self.results_dir, exist_ok=True)
+        self.control = wire.new_socket(self.context, zmq.ROUTER)
+        self.control.bind(config.control)
+        self.control_endpoint = self.control.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.pub = wire.new_socket(self.context, zmq.PUB)
+        self.pub.bind(config.cancel)
+        bound = self.pub.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.cancel_endpoint = config.cancel_public or bound.replace("0.0.0.0", "127.0.0.1")
+        self._events_address = f"inproc://summa-daemon-events-{id(self)}"
+        self.events = wire.new_socket(self.context, zmq.PULL)
+        self.events.bind(self._events_address)
+        self.jobs = collections.OrderedDict()
+        self.queue = collections.deque()
+        self.runners = {}
+        self.results = collections.OrderedDict()   # job id -> loaded tree, a small LRU
+        self.stopping = threading.Event()
+        self._recover()
+
+    # ---- start-up ---------------------------------------------------------------------------
+
+    def _recover(self):
+        """Reload job records; a job that was not finished is failed (interrupted)."""
+        for path in sorted(glob.glob(os.path.join(self.jobs_dir, "*.json"))):
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    record = json.load(handle)
+                spec = wire.check_submit(record["spec"], spawners.available() + (record["spec"]["spawner"],))
+                job = Job(record["job"], spec, record)
+            except (OSError, ValueError, KeyError, TypeError, ProtocolError) as error:
+                log.warning("ignoring unreadable job record %s: %s", path, error)
+                continue
+            if job.state not in FINISHED:
+                job.update(self.jobs_dir, state=FAILED,
+                           error="interrupted: the daemon stopped before the job finished")
+            self.jobs[job.id] = job
+        for partial in glob.glob(os.path.join(self.results_dir, ".*.partial-*")):
+            shutil.rmtree(partial, ignore_errors=True)   # a result write cut short
+
+    # ---- the loop ---------------------------------------------------------------------------
+
+    def serve(self):
+        poller = zmq.Poller()
+        poller.register(self.control, zmq.POLLIN)
+        poller.register(self.events, zmq.POLLIN)
+        try:
+            while not self.stopping.is_set():
+                for sock, _ in poller.poll(POLL_MS):
+                    if sock is self.control:
+                        self._on_request(self.control.recv_multipart(copy=False))
+                    else:
+                        self._publish_cancel(self.events.recv().decode())
+                self._reap_runners()
+                self._start_queued()
+        finally:
+            self._shut_down()
+
+    def stop(self):
+        self.stopping.set()
+
+    def _start_queued(self):
+        while self.queue and len(self.runners) < self.config.max_parallel_jobs:
+            job = self.jobs[self.queue.popleft()]
+            runner = JobRunner(job, self.config, self.context, self._events_address,
+                               self.cancel_endpoint, self.jobs_dir, self.results_dir,
+                               self.spawner_options)
+            self.runners[job.id] = runner
+            runner.start()
+
+    def _reap_runners(self):
+        for job_id, runner in list(self.runners.items()):
+            if not runner.is_alive():
+                runner.join()
+                del self.runners[job_id]
+
+    def _publish_cancel(self, job_id):
+        self.pub.send_multipart([wire.cancel_topic(job_id)])
+
+    def _shut_down(self):
+        log.info("stopping: cancelling %d running job(s)", len(self.runners))
+        for job_id in list(self.queue):
+            self.jobs[job_id].update(self.jobs_dir, state=CANCELLED, error=None)
+        self.queue.clear()
+        for job_id, runner in self.runners.items():
+            self.jobs[job_id].cancel_requested.set()
+            self._publish_cancel(job_id)
+        for runner in self.runners.values():
+            runner.join()     # each runner terminates its own workers, with bounded waits
+        for sock in (self.control, self.pub, self.events):
+            sock.close(linger=0)
+
+    # ---- requests ---------------------------------------------------------------------------
+
+    def _on_request(self, parts):
+        identity, body = parts[0].bytes, {}
+        try:
+            command, body = wire.parse(parts[1:])
+            handler = self.HANDLERS.get(command)
+            if handler is None:
+                raise ProtocolError(Code.UNKNOWN_COMMAND, f"the daemon does not take "
+                                    f"{wire.COMMAND_NAMES[command]}")
+            reply = handler(self, body)
+            self.control.send_multipart([identity, *wire.frames(wire.REPLY, reply)])
+        except ProtocolError as error:
+            job = body.get("job") if isinstance(body, dict) else None
+            self.control.send_multipart([identity, *wire.frames(wire.ERROR, wire.error_body(
+                error.code, error.message, job if isinstance(job, str) else None))])
+        except Exception as error:     # a bug must not take the daemon down
+            log.exception("request failed")
+            self.control.send_multipart([identity, *wire.frames(wire.ERROR, wire.error_body(
+                Code.INTERNAL, f"{type(error).__name__}: {error}"))])
+
+    def _job(self, body):
+        job_id = wire.check_job(body)
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise ProtocolError(Code.NO_SUCH_JOB, f"no job {job_id}")
+        return job
+
+    def on_submit(self, body):
+        if self.stopping.is_set():
+            raise ProtocolError(Code.SHUTTING_DOWN, "the daemon is stopping")
+        body = {**body}   # the daemon's defaults fill what the client left open
+        if body.get("executors") is None:
+            body["executors"] = self.config.default_executors
+        if body.get("spawner") is None:
+            body["spawner"] = self.config.default_spawner
+        spec = wire.check_submit(body, spawners.available())
+        for path in spec.csvs:
+            if not os.path.isabs(path):
+                raise ProtocolError(Code.BAD_FIELD, f"field 'csvs': {path!r} is not an absolute "
+                                    f"path (the daemon does not know the client's directory)")
+        job_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+        job = Job(job_id, spec)
+        job.update(self.jobs_dir)
+        self.jobs[job_id] = job
+        self.queue.append(job_id)
+        log.info("job %s queued: %d CSV(s), %d executor(s)", job_id, len(spec.csvs), spec.executors)
+        return {"job": job_id}
+
+    def on_status(self, body):
+        return self._job(body).snapshot()
+
+    def on_list(self, body):
+        return {"jobs": [job.snapshot() for job in self.jobs.values()]}
+
+    def on_cancel(self, body):
+        job = self._job(body)
+        if job.state == QUEUED:
+            self.queue.remove(job.id)
+            job.update(self.jobs_dir, state=CANCELLED)
+        elif job.state not in FINISHED:
+            job.cancel_requested.set()
+            self._publish_cancel(job.id)
+        return {"job": job.id, "state": job.state}
+
+    def on_proof(self, body):
+        job = self._job(body)
+        username = body.get("username")
+        if not isinstance(username, str):
+            raise ProtocolError(Code.BAD_FIELD, "field 'username': expected a string")
+        if job.state != "done":
+            raise ProtocolError(Code.NOT_READY, f"job {job.id} is {job.state}: it has no tree")
+        tree = self._result(job.id)
+        try:
+            return {"proof": tree.proof(username)}
+        except (KeyError, ValueError):
+            raise ProtocolError(Code.NOT_FOUND, f"username {username!r} is not in job {job.id}") from None
+
+    def _result(self, job_id):
+        if job_id not in self.results:
+            try:
+                self.results[job_id], _ = store.load(os.path.join(self.results_dir, job_id))
+            except store.StoreError as error:
+                raise ProtocolError(Code.NOT_READY, f"job {job_id}: {error}") from None
+            while len(self.results) > CACHED_RESULTS:
+                self.results.popitem(last=False)
+        self.results.move_to_end(job_id)
+        return self.results[job_id]
+
+    def on_shutdown(self, body):
+        self.stop()
+        return {"stopping": True}
+
+    HANDLERS = {wire.SUBMIT: on_submit, wire.STATUS: on_status, wire.LIST: on_list,
+                wire.CANCEL: on_cancel, wire.PROOF: on_proof, wire.SHUTDOWN: on_shutdown}
+
+

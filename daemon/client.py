@@ -1,0 +1,65 @@
+"""The daemon's client side: one request, one answer, every wait bounded by a poll timeout."""
+import zmq
+
+from ..worker import protocol as wire
+from ..worker.protocol import Code
+
+DEFAULT_DAEMON = "tcp://127.0.0.1:5555"
+
+
+class DaemonError(Exception):
+    """The daemon answered ERROR (code set), or could not be reached (code None)."""
+
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = Code(code) if code is not None else None
+        self.message = message
+
+
+class DaemonClient:
+    def __init__(self, endpoint=DEFAULT_DAEMON, timeout=10.0, context=None):
+        self.endpoint, self.timeout = endpoint, timeout
+        self.context = context or zmq.Context.instance()
+        self.socket = wire.new_socket(self.context, zmq.DEALER)
+        self.socket.connect(endpoint)
+
+    def request(self, command, body=None):
+        self.socket.send_multipart(wire.frames(command, body or {}))
+        if not self.socket.poll(int(self.timeout * 1000)):
+            # the request may still be queued in the socket: start afresh for the next one
+            self.socket.close(linger=0)
+            self.socket = wire.new_socket(self.context, zmq.DEALER)
+            self.socket.connect(self.endpoint)
+            raise DaemonError(None, f"no answer from the daemon at {self.endpoint} within "
+                              f"{self.timeout:g} s (is summa-daemon running?)")
+        reply, body = wire.parse(self.socket.recv_multipart())
+        if reply == wire.ERROR:
+            raise DaemonError(body.get("code", Code.INTERNAL), body.get("message", "?"))
+        return body
+
+    def submit(self, spec):
+        return self.request(wire.SUBMIT, spec.body())["job"]
+
+    def status(self, job):
+        return self.request(wire.STATUS, {"job": job})
+
+    def cancel(self, job):
+        return self.request(wire.CANCEL, {"job": job})
+
+    def proof(self, job, username):
+        return self.request(wire.PROOF, {"job": job, "username": username})["proof"]
+
+    def list(self):
+        return self.request(wire.LIST)["jobs"]
+
+    def shutdown(self):
+        return self.request(wire.SHUTDOWN)
+
+    def close(self):
+        self.socket.close(linger=0)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,61 @@
+"""The daemon's settings: defaults, then the TOML file, then command-line flags."""
+import os
+from dataclasses import dataclass, fields
+
+try:
+    import tomllib
+except ImportError:            # Python 3.10
+    import tomli as tomllib
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the file and the key."""
+
+
+@dataclass
+class DaemonConfig:
+    control: str = "tcp://127.0.0.1:5555"   # ROUTER socket for summa-submit clients
+    cancel: str = "tcp://127.0.0.1:*"       # PUB socket broadcasting cancellations
+    cancel_public: str = ""                 # what workers connect to, if not `cancel`'s address
+    data_dir: str = "/var/lib/summa-aggregation"
+    max_parallel_jobs: int = 1
+    heartbeat_interval: float = 1.0         # seconds between PINGs to a busy worker
+    heartbeat_liveness: int = 3             # missed intervals before a worker counts as dead
+    max_retries: int = 3                    # attempts of one batch elsewhere before the job fails
+    default_executors: int = 2
+    default_spawner: str = "mock"
+    worker_threads: int = 1
+    log_level: str = "INFO"
+
+    def check(self, where="configuration"):
+        for name, low in (("max_parallel_jobs", 1), ("heartbeat_liveness", 1), ("max_retries", 0),
+                          ("default_executors", 1), ("worker_threads", 1)):
+            if getattr(self, name) < low:
+                raise ConfigError(f"{where}: {name} must be at least {low}")
+        if self.heartbeat_interval <= 0:
+            raise ConfigError(f"{where}: heartbeat_interval must be positive")
+        return self
+
+
+def load(path=None, **overrides):
+    """Defaults <- the TOML file at `path` <- overrides that are not None."""
+    values = {}
+    if path:
+        try:
+            with open(path, "rb") as handle:
+                values = tomllib.load(handle)
+        except OSError as error:
+            raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    known = {f.name: f.type for f in fields(DaemonConfig)}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"{path}: unknown key {key!r} (known: {', '.join(known)})")
+        expected = {"str": str, "int": int, "float": (int, float)}[known[key]]
+        if isinstance(value, bool) or not isinstance(value, expected):
+            raise ConfigError(f"{path}: {key} must be a {known[key]}, got {value!r}")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    config = DaemonConfig(**values)
+    config.data_dir = os.path.abspath(os.path.expanduser(config.data_dir))
+    return config.check(path or "configuration")

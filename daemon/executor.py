@@ -1,0 +1,67 @@
+"""An executor: the daemon's one-to-one handle on a worker, over a DEALER socket.
+
+The job's distribution loop (job.py) drives it: start() sends a batch, on_message() takes what
+the worker says, and heartbeat() pings a busy worker and tells when it has been silent for
+interval x liveness (Paranoid Pirate). A dead executor is replaced through its spawner; one
+that cannot be replaced by a fresh worker reconnects with a doubling back-off.
+"""
+
+import zmq
+
+from ..worker import protocol as wire
+
+
+class Executor:
+    def __init__(self, endpoint, name=None, handle=None):
+        self.endpoint, self.name = endpoint, name or endpoint
+        self.handle = handle           # the spawner's own record (a process, a container...)
+        self.socket = None
+        self.batch = None              # the batch index it builds, None when idle
+        self.sent_at = self.last_heard = self.next_ping = 0.0
+        self.ready_at = 0.0            # not used before this time (reconnect back-off)
+        self.backoff = 0.0
+        self.ping_seq = 0
+
+    def connect(self, context, max_message_bytes=wire.DEFAULT_MAX_MESSAGE_BYTES):
+        self.socket = wire.new_socket(context, zmq.DEALER, max_message_bytes)
+        self.socket.connect(self.endpoint)
+        return self.socket
+
+    @property
+    def idle(self):
+        return self.batch is None
+
+    def start(self, batch, frames, now):
+        self.batch = batch
+        self.socket.send_multipart(frames, copy=False)
+        self.sent_at = self.last_heard = now
+        self.next_ping = now
+
+    def heartbeat(self, now, interval, liveness):
+        """Ping a busy worker when due; True when it has been silent too long."""
+        if self.batch is None:
+            return False
+        if now - self.last_heard > interval * liveness:
+            return True
+        if now >= self.next_ping:
+            self.ping_seq += 1
+            self.socket.send_multipart(wire.frames(wire.PING, {"seq": self.ping_seq}))
+            self.next_ping = now + interval
+        return False
+
+    def receive(self, now):
+        """The worker's next (command, body); any message at all proves it is alive."""
+        self.last_heard = now
+        return wire.parse(self.socket.recv_multipart(copy=False))
+
+    def successor(self, now, first_backoff=0.25, max_backoff=8.0):
+        """A fresh executor for the same endpoint, usable after a doubling back-off."""
+        nxt = Executor(self.endpoint, self.name, self.handle)
+        nxt.backoff = min(max(self.backoff * 2, first_backoff), max_backoff)
+        nxt.ready_at = now + nxt.backoff
+        return nxt
+
+    def close(self):
+        if self.socket is not None:
+            self.socket.close(linger=0)
+            self.socket = None

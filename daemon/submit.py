@@ -1,0 +1,147 @@
+"""summa-submit: the client submission script.
+
+Exit codes: 0 done (or the request succeeded), 1 the job failed or was cancelled,
+2 usage or connection errors. The message on stderr says which.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+from ..cython_ext.tree import LAYOUTS
+from ..worker.protocol import SubmitRequest
+from .client import DEFAULT_DAEMON, DaemonClient, DaemonError
+
+PROG = "summa-submit"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _power_of_two(text):
+    value = int(text)
+    if value < 1 or value & (value - 1):
+        raise ValueError
+    return value
+
+
+_power_of_two.__name__ = "power of two"
+
+
+def _parser():
+    parser = _Parser(prog=PROG, description="Submit and follow jobs of a running summa-daemon.")
+    parser.add_argument("--daemon", metavar="ENDPOINT", default=os.environ.get("SUMMA_DAEMON", DEFAULT_DAEMON),
+                        help=f"the daemon's control socket (default {DEFAULT_DAEMON}, or $SUMMA_DAEMON)")
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each answer")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    build = commands.add_parser("build", help="submit a build job; prints the job id first")
+    build.add_argument("csvs", nargs="+", metavar="CSV")
+    build.add_argument("--executors", type=int, help="workers for this job (daemon default: 2)")
+    build.add_argument("--spawner", choices=["mock", "local", "cloud"], help="daemon default: mock")
+    build.add_argument("--layout", choices=list(LAYOUTS), default="interleaved")
+    build.add_argument("--n-bytes", type=int, default=14)
+    build.add_argument("--batch-size", type=_power_of_two, metavar="2^K",
+                       help="mini-trees of 2^K entries instead of one per CSV")
+    build.add_argument("--wait", action="store_true", help="follow the job; print its root last")
+    for name, text in (("status", "a job's state and progress as JSON"), ("cancel", "cancel a job"),
+                       ("proof", "an inclusion proof as JSON")):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("job", metavar="JOB")
+        if name == "proof":
+            sub.add_argument("--username", required=True)
+    commands.add_parser("list", help="every job the daemon knows, one per line")
+    commands.add_parser("shutdown", help="stop the daemon gracefully")
+    return parser
+
+
+class Progress:
+    """A progress line on stderr, only when stderr is a terminal."""
+
+    def __init__(self):
+        self.enabled = sys.stderr.isatty()
+        self.started = time.monotonic()
+
+    def show(self, record):
+        if not self.enabled:
+            return
+        progress = record["progress"]
+        total, done = progress.get("batches") or 0, progress.get("batches_done") or 0
+        rate = (progress.get("entries_done") or 0) / max(time.monotonic() - self.started, 1e-9)
+        bar = "#" * (20 * done // total) if total else ""
+        print(f"\r{record['state']:<9} [{bar:<20}] {done}/{total or '?'} mini-trees  "
+              f"{rate:,.0f} entries/s ", end="", file=sys.stderr, flush=True)
+
+    def close(self):
+        if self.enabled:
+            print(file=sys.stderr)
+
+
+def follow(client, job_id, progress, interval=0.2):
+    """Poll the job until it ends; returns its last record."""
+    while True:
+        record = client.status(job_id)
+        progress.show(record)
+        if record["state"] in ("done", "failed", "cancelled"):
+            progress.close()
+            return record
+        time.sleep(interval)
+
+
+def _follow(client, job_id):
+    progress = Progress()
+    try:
+        record = follow(client, job_id, progress)
+    except KeyboardInterrupt:
+        progress.close()
+        print(f"{PROG}: stopped following job {job_id}; it goes on "
+              f"({PROG} cancel {job_id} stops it)", file=sys.stderr)
+        return 130
+    if record["state"] == "done":
+        print(json.dumps(record["root"]))
+        return 0
+    reason = record.get("error") or record["state"]
+    print(f"{PROG}: job {job_id} {record['state']}: {reason}", file=sys.stderr)
+    return 1
+
+
+def _run(args, client):
+    if args.command == "build":
+        spec = SubmitRequest([os.path.abspath(p) for p in args.csvs], args.executors, args.spawner,
+                             args.layout, args.n_bytes, args.batch_size)
+        job_id = client.submit(spec)
+        print(job_id, flush=True)
+        return _follow(client, job_id) if args.wait else 0
+    if args.command == "status":
+        print(json.dumps(client.status(args.job), indent=2))
+    elif args.command == "cancel":
+        print(f"{args.job}: {client.cancel(args.job)['state']}")
+    elif args.command == "proof":
+        print(json.dumps(client.proof(args.job, args.username), indent=2))
+    elif args.command == "list":
+        for record in client.list():
+            progress = record["progress"]
+            print(f"{record['job']}  {record['state']:<9}  {progress.get('batches_done', 0)}/"
+                  f"{progress.get('batches') or '?'}  {record.get('error') or ''}".rstrip())
+    elif args.command == "shutdown":
+        client.shutdown()
+        print("the daemon is stopping")
+    return 0
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    try:
+        with DaemonClient(args.daemon, timeout=args.timeout) as client:
+            return _run(args, client)
+    except DaemonError as error:
+        print(f"{PROG}: error: {error.message}", file=sys.stderr)
+        return 2 if error.code is None else 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
