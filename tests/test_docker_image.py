@@ -1,8 +1,9 @@
 """The worker image, built from the Dockerfile and run on a real Docker engine.
 
 Skipped where no engine answers, unless SUMMA_REQUIRE_DOCKER=1 (CI), which makes a missing
-engine a failure. SUMMA_BASE_IMAGE overrides the Dockerfile's BASE_IMAGE (CI builds a local
-base with scripts/docker-base-image.sh, since no registry can be reached there).
+engine a failure. The base image is SUMMA_BASE_IMAGE if set, else the local base that
+scripts/docker-base-image.sh builds (summa-base:bookworm) if it exists, else the Dockerfile's
+default (which needs a registry).
 """
 import json
 import os
@@ -17,6 +18,7 @@ from worker_helpers import free_port, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE = "summa-aggregation:test"
+LOCAL_BASE = "summa-base:bookworm"
 
 
 def _engine_answers():
@@ -32,8 +34,12 @@ def image():
             pytest.fail("SUMMA_REQUIRE_DOCKER=1 but no Docker engine answers (bash scripts/start-docker.sh)")
         pytest.skip("no Docker engine answers here")
     args = ["docker", "build", "--network", "host", "-t", IMAGE, ROOT]
-    if os.environ.get("SUMMA_BASE_IMAGE"):
-        args[2:2] = ["--build-arg", f"BASE_IMAGE={os.environ['SUMMA_BASE_IMAGE']}"]
+    base = os.environ.get("SUMMA_BASE_IMAGE")
+    if not base and subprocess.run(["docker", "image", "inspect", LOCAL_BASE],
+                                   capture_output=True, timeout=60).returncode == 0:
+        base = LOCAL_BASE
+    if base:
+        args[2:2] = ["--build-arg", f"BASE_IMAGE={base}"]
     built = subprocess.run(args, capture_output=True, text=True, timeout=900)
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     return IMAGE
