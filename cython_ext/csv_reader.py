@@ -142,17 +142,23 @@ class _Bad(Exception):
     """Fast-path signal that a row needs diagnosing."""
 
 
-def _read(path, n_bytes, header, seen, done):
-    """Read one file; ``seen`` holds the usernames of the job so far, ``done`` its earlier files."""
+def _read(path, n_bytes, header, seen, done, sink=None):
+    """Read one file; ``seen`` holds the usernames of the job so far, ``done`` its earlier files.
+
+    With a ``sink``, entries are handed over every SEGMENT rows as (currencies, usernames,
+    balances, count) instead of being kept, and the returned batch has empty buffers."""
     shown = os.fspath(path)
     try:
         with _open(path) as f:
-            return _read_open(f, shown, n_bytes, header, seen, done)
+            return _read_open(f, shown, n_bytes, header, seen, done, sink)
     except OSError as e:
         raise CsvError(f"{shown}: cannot read: {e.strerror or e}") from None
 
 
-def _read_open(f, path, n_bytes, header, seen, done):
+SEGMENT = 4096   # rows handed to a sink at a time
+
+
+def _read_open(f, path, n_bytes, header, seen, done, sink):
     reader = csv.reader(f)
     try:
         file_header = next((row for row in reader if row), None)
@@ -173,7 +179,7 @@ def _read_open(f, path, n_bytes, header, seen, done):
         seen_add = seen.add
         from_bytes = int.from_bytes
         count = len(seen)
-        start = count
+        start = flushed = count
         row = None
         try:
             for row in reader:
@@ -201,6 +207,9 @@ def _read_open(f, path, n_bytes, header, seen, done):
                     raise CsvError(f"{path}:{reader.line_num}: duplicate username {name!r} "
                                    f"(first seen at {first})")
                 usernames += value.to_bytes(32, "little")
+                if sink is not None and count - flushed == SEGMENT:
+                    sink(file_header[1:], usernames, balances, SEGMENT)
+                    usernames, balances, flushed = bytearray(), bytearray(), count
         except (_Bad, UnicodeError, OverflowError, ValueError) as e:
             if isinstance(e, CsvError):
                 raise
@@ -210,6 +219,9 @@ def _read_open(f, path, n_bytes, header, seen, done):
             raise CsvError(f"{path}: no entries (the file has a header only)")
     except csv.Error as e:
         raise CsvError(f"{path}:{reader.line_num}: malformed CSV: {e}") from None
+    if sink is not None and count > flushed:
+        sink(file_header[1:], usernames, balances, count - flushed)
+        usernames, balances = bytearray(), bytearray()
     return EntryBatch(path, file_header[1:], count - start, usernames, balances)
 
 
@@ -234,32 +246,74 @@ def read_csvs(paths, n_bytes=14):
     return batches
 
 
+def _check_size(size):
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1 or size & (size - 1):
+        raise ValueError(f"batch size must be a power of two >= 1, got {size!r}")
+
+
+class _Cutter:
+    """Takes entries in pieces and emits batches of exactly ``size`` (finish() emits the rest)."""
+
+    def __init__(self, size, currencies, emit):
+        self.size, self.currencies, self.emit = size, list(currencies), emit
+        self.n = len(currencies)
+        self.users, self.bals, self.emitted = bytearray(), bytearray(), 0
+
+    def add(self, usernames, balances, count):
+        u, v, n, i = memoryview(usernames), memoryview(balances), self.n, 0
+        while i < count:
+            take = min(self.size - len(self.users) // 32, count - i)
+            self.users += u[32 * i:32 * (i + take)]
+            self.bals += v[32 * n * i:32 * n * (i + take)]
+            i += take
+            if len(self.users) == 32 * self.size:
+                self._emit()
+
+    def _emit(self):
+        self.emit(EntryBatch(f"batch {self.emitted}", list(self.currencies), len(self.users) // 32,
+                             self.users, self.bals))
+        self.users, self.bals, self.emitted = bytearray(), bytearray(), self.emitted + 1
+
+    def finish(self):
+        if self.users:
+            self._emit()
+
+
 def rebatch(batches, size):
     """Cut the concatenated entries of ``batches`` into batches of ``size`` (a power of two).
 
     The last batch may be shorter. Output batches are named 'batch 0', 'batch 1', ...
     """
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1 or size & (size - 1):
-        raise ValueError(f"batch size must be a power of two >= 1, got {size!r}")
+    _check_size(size)
     if not batches:
         return []
     currencies = batches[0].currencies
     if any(b.currencies != currencies for b in batches):
         raise ValueError("rebatch: all batches must have the same currencies")
-    n = len(currencies)
     out = []
-    users, bals = bytearray(), bytearray()
+    cutter = _Cutter(size, currencies, out.append)
     for b in batches:
-        u, v = memoryview(b.usernames), memoryview(b.balances)
-        i = 0
-        while i < b.count:
-            take = min(size - len(users) // 32, b.count - i)
-            users += u[32 * i:32 * (i + take)]
-            bals += v[32 * n * i:32 * n * (i + take)]
-            i += take
-            if len(users) == 32 * size:
-                out.append(EntryBatch(f"batch {len(out)}", list(currencies), size, users, bals))
-                users, bals = bytearray(), bytearray()
-    if users:
-        out.append(EntryBatch(f"batch {len(out)}", list(currencies), len(users) // 32, users, bals))
+        cutter.add(b.usernames, b.balances, b.count)
+    cutter.finish()
     return out
+
+
+def stream_csvs(paths, size, emit, n_bytes=14):
+    """read_csvs and rebatch in one pass: emit(batch) gets each batch of ``size`` entries as
+    soon as it is full, while reading goes on. The same checks and errors as read_csvs, but
+    an error is raised when it is reached, after the batches before it were emitted."""
+    _check_n_bytes(n_bytes)
+    _check_size(size)
+    seen, done, header, cutters = set(), [], None, []
+
+    def sink(currencies, usernames, balances, count):
+        if not cutters:
+            cutters.append(_Cutter(size, currencies, emit))
+        cutters[0].add(usernames, balances, count)
+
+    for path in paths:
+        batch = _read(path, n_bytes, header, seen, done, sink)
+        header = ["username"] + batch.currencies
+        done.append(os.fspath(path))
+    if cutters:
+        cutters[0].finish()

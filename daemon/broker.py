@@ -116,7 +116,8 @@ class Daemon:
         self.pub.send_multipart([wire.cancel_topic(job_id)])
 
     def _shut_down(self):
-        log.info("stopping: cancelling %d running job(s)", len(self.runners))
+        unfinished = [j for j in self.runners if self.jobs[j].state not in FINISHED]
+        log.info("stopping: cancelling %d running job(s)", len(unfinished))
         for job_id in list(self.queue):
             self.jobs[job_id].update(self.jobs_dir, state=CANCELLED, error=None)
         self.queue.clear()

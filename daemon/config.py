@@ -52,9 +52,9 @@ def load(path=None, **overrides):
     for key, value in values.items():
         if key not in known:
             raise ConfigError(f"{path}: unknown key {key!r} (known: {', '.join(known)})")
-        expected = {"str": str, "int": int, "float": (int, float)}[known[key]]
-        if isinstance(value, bool) or not isinstance(value, expected):
-            raise ConfigError(f"{path}: {key} must be a {known[key]}, got {value!r}")
+        kind = known[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else kind):
+            raise ConfigError(f"{path}: {key} must be a {kind.__name__}, got {value!r}")
     values.update({k: v for k, v in overrides.items() if v is not None})
     config = DaemonConfig(**values)
     config.data_dir = os.path.abspath(os.path.expanduser(config.data_dir))

@@ -1,21 +1,25 @@
 """A job: its record (persisted as JSON) and the runner thread that carries it out.
 
-The runner loads and checks the CSVs, starts the job's workers, hands each idle executor the
-next batch (so a slow worker never holds the others back), places each mini-tree by its
-batch index, retries the batches of dead workers elsewhere, and writes the aggregated tree
-atomically. Whatever happens, the job's workers are terminated when the runner ends.
+The runner starts a loader thread that reads and checks the CSVs, starts the job's workers
+meanwhile, and hands each idle executor the next batch as soon as one is ready (with
+--batch-size, batches stream out of the reader while it goes on; a CSV error later on still
+fails the job, and no tree is written). A slow worker never holds the others back; each
+mini-tree is placed by its batch index; the batches of dead workers are retried elsewhere;
+the aggregated tree is written atomically. Whatever happens, the job's workers are
+terminated when the runner ends.
 """
 import collections
 import json
 import logging
 import os
+import queue
 import threading
 import time
 
 import zmq
 
 from ..cython_ext import store
-from ..cython_ext.csv_reader import CsvError, read_csvs, rebatch
+from ..cython_ext.csv_reader import CsvError, read_csvs, stream_csvs
 from ..cython_ext.tree import (AggregationMerkleSumTree, Levels, MerkleSumTree, RangeCheckError,
                                depth_for)
 from ..worker import protocol as wire
@@ -30,6 +34,7 @@ FINISHED = (DONE, FAILED, CANCELLED)
 # a worker's ERROR about these is the worker's trouble, not the data's: try elsewhere
 TRANSIENT = (Code.CANCELLED, Code.SHUTTING_DOWN, Code.INTERNAL)
 POLL_MS = 50
+LOADING_POLL_MS = 10   # while batches may still arrive from the reader
 
 
 class JobEnded(Exception):
@@ -47,8 +52,10 @@ class Job:
         self.cancel_requested = threading.Event()
         self.record = record or {
             "job": job_id, "state": QUEUED, "error": None, "root": None,
-            "spec": spec.body(), "submitted": time.time(), "started": None, "finished": None,
-            "progress": {"batches_done": 0, "batches": None, "entries_done": 0, "entries": None},
+            "spec": spec.body(), "submitted": time.time(), "started": None, "loaded": None,
+            "finished": None,
+            "progress": {"batches_done": 0, "batches": None, "entries_done": 0, "entries": None,
+                         "worker_seconds": 0.0},
         }
 
     @property
@@ -78,6 +85,40 @@ class Job:
             return json.loads(json.dumps(self.record))
 
 
+class _Stop(Exception):
+    """Stops the reader of a job that has ended."""
+
+
+class Loader(threading.Thread):
+    """Reads the job's CSVs; its queue gets ("batch", b)..., then ("end", None) or ("error", why)."""
+
+    def __init__(self, spec, stop):
+        super().__init__(name="csv-loader", daemon=True)
+        self.spec, self.stop, self.out = spec, stop, queue.Queue()
+
+    def _emit(self, batch):
+        if self.stop.is_set():
+            raise _Stop()
+        self.out.put(("batch", batch))
+
+    def run(self):
+        spec = self.spec
+        try:
+            if spec.batch_size:
+                stream_csvs(spec.csvs, spec.batch_size, self._emit, spec.n_bytes)
+            else:   # one mini-tree per CSV: the depth needs every file's count first
+                for batch in read_csvs(spec.csvs, spec.n_bytes):
+                    self._emit(batch)
+            self.out.put(("end", None))
+        except _Stop:
+            pass
+        except CsvError as error:
+            self.out.put(("error", str(error)))
+        except Exception as error:
+            log.exception("reading the CSVs failed")
+            self.out.put(("error", f"internal error while reading: {type(error).__name__}: {error}"))
+
+
 class JobRunner(threading.Thread):
     def __init__(self, job, config, context, events_address, cancel_endpoint, jobs_dir, results_dir,
                  spawner_options=None):
@@ -95,12 +136,13 @@ class JobRunner(threading.Thread):
         # the daemon's loop owns the PUB socket; this asks it to publish our cancellation
         self.events = wire.new_socket(self.context, zmq.PUSH)
         self.events.connect(self.events_address)
+        self.stop_loading = threading.Event()
         try:
             job.update(self.jobs_dir, state=LOADING, started=time.time())
-            batches, depth = self._load()
-            job.update(self.jobs_dir, state=RUNNING,
-                       progress={"batches": len(batches), "entries": sum(b.count for b in batches)})
-            nodes = self._distribute(batches, depth)
+            loader = Loader(job.spec, self.stop_loading)
+            loader.start()
+            self._spawn(self._executor_count())     # while the loader reads
+            batches, depth, nodes = self._distribute(loader)
             root = self._aggregate_and_store(batches, depth, nodes)
             job.update(self.jobs_dir, state=DONE, root=root)
             log.info("job %s done", job.id)
@@ -110,6 +152,7 @@ class JobRunner(threading.Thread):
             log.exception("job %s failed unexpectedly", job.id)
             self._end(FAILED, f"internal error: {type(error).__name__}: {error}")
         finally:
+            self.stop_loading.set()
             self._release()
 
     def _end(self, state, reason):
@@ -133,16 +176,9 @@ class JobRunner(threading.Thread):
 
     # ---- steps ------------------------------------------------------------------------------
 
-    def _load(self):
+    def _executor_count(self):
         spec = self.job.spec
-        try:
-            batches = read_csvs(spec.csvs, spec.n_bytes)
-        except CsvError as error:
-            raise JobEnded(FAILED, str(error)) from None
-        if spec.batch_size:
-            batches = rebatch(batches, spec.batch_size)
-        self._check_cancel()
-        return batches, depth_for(max(b.count for b in batches))
+        return spec.executors if spec.batch_size else min(spec.executors, len(spec.csvs))
 
     def _spawn(self, count):
         factory = SPAWNERS[self.job.spec.spawner]
@@ -162,35 +198,63 @@ class JobRunner(threading.Thread):
                                currencies=batch.currencies)
         return wire.frames(wire.BUILD, request.body())
 
-    def _distribute(self, batches, depth):
-        """Every batch built once, by whichever executor is free; returns the node buffers."""
-        self._spawn(min(self.job.spec.executors, len(batches)))
-        pending = collections.deque(range(len(batches)))
-        attempts = [0] * len(batches)
-        nodes = [None] * len(batches)
-        remaining = len(batches)
+    def _distribute(self, loader):
+        """Every batch built once, by whichever executor is free, as batches arrive.
+
+        Returns (batches, depth, node buffers)."""
+        batches, nodes, attempts, pending = [], [], [], collections.deque()
+        depth, loaded, done = None, False, 0
         poller = zmq.Poller()
         for executor in self.executors:
             poller.register(executor.socket, zmq.POLLIN)
         interval, liveness = self.config.heartbeat_interval, self.config.heartbeat_liveness
-        while remaining:
+        while not (loaded and done == len(batches)):
             self._check_cancel()
+            for kind, item in self._drain(loader):
+                if kind == "error":
+                    raise JobEnded(FAILED, item)
+                if kind == "end":
+                    loaded = True
+                    depth = self._depth(batches) if depth is None else depth
+                    self.job.update(self.jobs_dir, loaded=time.time(), progress={
+                        "batches": len(batches), "entries": sum(b.count for b in batches)})
+                    continue
+                batches.append(item)
+                nodes.append(None)
+                attempts.append(0)
+                pending.append(len(batches) - 1)
+                if depth is None and self.job.spec.batch_size:
+                    depth = self._depth(batches)
+            if depth is not None and self.job.state == LOADING:
+                self.job.update(self.jobs_dir, state=RUNNING)
             now = time.monotonic()
             for executor in self.executors:
-                if executor.idle and pending and executor.ready_at <= now:
+                if depth is not None and executor.idle and pending and executor.ready_at <= now:
                     index = pending.popleft()
                     executor.start(index, self._request_frames(batches, index, depth), now)
-            for sock, _ in poller.poll(POLL_MS):
+            for sock, _ in poller.poll(POLL_MS if loaded else LOADING_POLL_MS):
                 executor = next(e for e in self.executors if e.socket is sock)
-                done = self._on_message(executor, batches, depth, nodes, pending, attempts)
-                remaining -= done
+                done += self._on_message(executor, batches, depth, nodes, pending, attempts)
             now = time.monotonic()
             for executor in list(self.executors):
                 if executor.heartbeat(now, interval, liveness):
                     self._retry(executor.batch, f"{executor.name} stopped answering "
                                 f"(no reply for {interval * liveness:g} s)", pending, attempts)
                     self._replace(executor, poller, now)
-        return nodes
+        return batches, depth, nodes
+
+    @staticmethod
+    def _drain(loader):
+        while True:
+            try:
+                yield loader.out.get_nowait()
+            except queue.Empty:
+                return
+
+    def _depth(self, batches):
+        """The mini-tree depth, known once the largest batch is: with a batch size, the first
+        batch is full (or it is the only one); otherwise after every file was read."""
+        return depth_for(max(b.count for b in batches))
 
     def _on_message(self, executor, batches, depth, nodes, pending, attempts):
         """Handle one message from a worker; returns 1 when it completed a batch."""
@@ -204,6 +268,7 @@ class JobRunner(threading.Thread):
             return 0                   # a heartbeat, or an answer to a batch already retried
         executor.batch = None
         if command == wire.ERROR:
+            self._check_cancel()       # a worker obeying our own cancellation is no failure
             code, message = body.get("code"), body.get("message", "?")
             where = f"batch {index} ({batches[index].path})"
             if code in TRANSIENT:
@@ -216,8 +281,10 @@ class JobRunner(threading.Thread):
             return 0
         nodes[index] = body["nodes"]
         progress = self.job.record["progress"]
+        seconds = body.get("seconds") if isinstance(body.get("seconds"), float) else 0.0
         self.job.update(None, progress={"batches_done": progress["batches_done"] + 1,
-                                        "entries_done": progress["entries_done"] + batches[index].count})
+                                        "entries_done": progress["entries_done"] + batches[index].count,
+                                        "worker_seconds": progress["worker_seconds"] + seconds})
         return 1
 
     def _check_result(self, body, batch, depth):

@@ -11,6 +11,7 @@ import json
 import logging
 import queue
 import threading
+import time
 
 import zmq
 
@@ -170,6 +171,7 @@ class Worker:
 
     def _build(self, task):
         request = task.request
+        began = time.perf_counter()
         try:
             if task.control.cancelled:
                 raise _kernel.Cancelled()
@@ -195,5 +197,5 @@ class Worker:
                                  "json": json.dumps(tree.to_json())}
         return wire.RESULT, {"job": request.job, "batch": request.batch, "depth": tree.depth,
                              "count": tree.count, "n_currencies": tree.n_currencies,
-                             "nodes": tree.levels.nodes}
+                             "nodes": tree.levels.nodes, "seconds": time.perf_counter() - began}
 
