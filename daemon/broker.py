@@ -7,6 +7,7 @@ results in DATA_DIR/results/; both survive restarts, and a job that was running 
 daemon died is marked failed (interrupted) when it comes back.
 """
 import collections
+import fcntl
 import glob
 import json
 import logging
@@ -22,6 +23,7 @@ from ..cython_ext import store
 from ..worker import protocol as wire
 from ..worker.protocol import Code, ProtocolError
 from . import spawners
+from .config import ConfigError
 from .job import CANCELLED, FAILED, FINISHED, QUEUED, Job, JobRunner
 
 log = logging.getLogger("summa.daemon")
@@ -39,6 +41,7 @@ class Daemon:
         self.results_dir = os.path.join(config.data_dir, "results")
         os.makedirs(self.jobs_dir, exist_ok=True)
         os.makedirs(self.results_dir, exist_ok=True)
+        self._lock = self._lock_data_dir(config.data_dir)
         self.control = wire.new_socket(self.context, zmq.ROUTER)
         self.control.bind(config.control)
         self.control_endpoint = self.control.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -57,6 +60,17 @@ class Daemon:
         self._recover()
 
     # ---- start-up ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _lock_data_dir(data_dir):
+        """One daemon per data directory: a second would fail the first one's running jobs."""
+        handle = open(os.path.join(data_dir, "lock"), "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise ConfigError(f"{data_dir}: another summa-daemon uses this data directory") from None
+        return handle
 
     def _recover(self):
         """Reload job records; a job that was not finished is failed (interrupted)."""
@@ -128,6 +142,7 @@ class Daemon:
             runner.join()     # each runner terminates its own workers, with bounded waits
         for sock in (self.control, self.pub, self.events):
             sock.close(linger=0)
+        self._lock.close()
 
     # ---- requests ---------------------------------------------------------------------------
 
@@ -192,6 +207,7 @@ class Daemon:
         elif job.state not in FINISHED:
             job.cancel_requested.set()
             self._publish_cancel(job.id)
+            return {"job": job.id, "state": "cancelling"}
         return {"job": job.id, "state": job.state}
 
     def on_proof(self, body):

@@ -8,6 +8,9 @@ except ImportError:            # Python 3.10
     import tomli as tomllib
 
 
+MAX_EXECUTORS = 1024   # what one SUBMIT may ask for (worker/protocol.py)
+
+
 class ConfigError(ValueError):
     """A config file that cannot be used; the message names the file and the key."""
 
@@ -28,6 +31,15 @@ class DaemonConfig:
     log_level: str = "INFO"
 
     def check(self, where="configuration"):
+        from .spawners import available   # spawners import nothing from here
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ConfigError(f"{where}: log_level must be DEBUG, INFO, WARNING, ERROR or "
+                              f"CRITICAL, got {self.log_level!r}")
+        if self.default_spawner not in available():
+            raise ConfigError(f"{where}: default_spawner {self.default_spawner!r} is not available "
+                              f"here (available: {', '.join(available())})")
+        if self.default_executors > MAX_EXECUTORS:
+            raise ConfigError(f"{where}: default_executors must be at most {MAX_EXECUTORS}")
         for name, low in (("max_parallel_jobs", 1), ("heartbeat_liveness", 1), ("max_retries", 0),
                           ("default_executors", 1), ("worker_threads", 1)):
             if getattr(self, name) < low:

@@ -21,9 +21,12 @@ START_SECONDS = 30     # a worker that has not said where it listens by then fai
 STOP_SECONDS = 3       # SIGTERM, then this long, then SIGKILL
 
 
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl   # resolved here: after fork only call it
+_PR_SET_PDEATHSIG = 1
+
+
 def _die_with_parent():
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class MockSpawner(ExecutorSpawner):

@@ -1,0 +1,241 @@
+"""A real summa-daemon process, its summa-worker children, and CSVs to feed it, for tests.
+
+Every DaemonProcess puts a unique marker in its environment. The MockSpawner's workers inherit
+the daemon's environment, so every worker a daemon ever started can be found in /proc by that
+marker, even after the daemon died and the worker was re-parented: that is how the tests check
+that no worker outlives its daemon or its job.
+"""
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import uuid
+
+from summa_aggregation.cython_ext.tree import MerkleSumTree, depth_for
+from summa_aggregation.daemon.client import DaemonClient
+
+from worker_helpers import BIN, read_line, wait_until
+
+MARK = "SUMMA_TEST_MARK"
+WORKER_MODULE = "summa_aggregation.worker.cli"
+FINISHED = ("done", "failed", "cancelled")
+CURRENCIES = ["ETH_ETH", "USDT_ETH", "BTC_BTC", "DAI_ETH", "USDC_ETH", "SOL_SOL", "XRP_XRP", "ADA_ADA"]
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_FIRST_LINE = re.compile(r"summa-daemon: control on (\S+), cancellations on (\S+), data in (.+)")
+
+# every DaemonProcess made in the current test; the test module's autouse fixture empties it
+STARTED = []
+
+
+# ---- /proc ----------------------------------------------------------------------------------
+
+def proc_stat(pid):
+    """{state, ppid, cpu (utime + stime, clock ticks), start} of a process, or None when gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            text = handle.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()   # the command name may hold spaces
+    # fields[0] is field 3 (state); field N of proc(5) is fields[N - 3]
+    return {"state": fields[0], "ppid": int(fields[1]),
+            "cpu": int(fields[11]) + int(fields[12]), "start": int(fields[19])}
+
+
+def alive(pid, start=None):
+    """True while `pid` runs (a zombie counts as gone); `start` guards against pid reuse."""
+    stat = proc_stat(pid)
+    return stat is not None and stat["state"] not in "ZX" and (start is None or stat["start"] == start)
+
+
+def cpu_seconds(pid):
+    """utime + stime of `pid` in seconds, or None when it is gone."""
+    stat = proc_stat(pid)
+    return None if stat is None or stat["state"] in "ZX" else stat["cpu"] / CLOCK_TICKS
+
+
+def _read(path):
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError:
+        return b""
+
+
+def _pids():
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def is_worker(pid):
+    return WORKER_MODULE.encode() in _read(f"/proc/{pid}/cmdline")
+
+
+def marked_workers(mark):
+    """Live summa-worker processes whose environment carries MARK=mark, whoever their parent."""
+    needle = f"{MARK}={mark}".encode()
+    return {pid for pid in _pids()
+            if is_worker(pid) and needle in _read(f"/proc/{pid}/environ").split(b"\0") and alive(pid)}
+
+
+def children(pid):
+    return {p for p in _pids() if (s := proc_stat(p)) is not None and s["ppid"] == pid
+            and s["state"] not in "ZX"}
+
+
+def new_mark():
+    return uuid.uuid4().hex
+
+
+# ---- the daemon -----------------------------------------------------------------------------
+
+def _toml_value(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(str(value))     # a JSON string is a valid TOML basic string
+
+
+def write_toml(path, settings):
+    with open(path, "w", encoding="utf-8") as handle:
+        for key, value in settings.items():
+            handle.write(f"{key} = {_toml_value(value)}\n")
+    return path
+
+
+class DaemonProcess:
+    """summa-daemon --config FILE, on 127.0.0.1 ports it picks; data in tmp_path/data by default.
+
+    `config` adds to or overrides the settings written to the TOML file; `env` is added to the
+    daemon's environment (and so to its workers'), e.g. {"SUMMA_KERNEL": "portable"}.
+    """
+
+    def __init__(self, tmp_path, config=None, env=None, data_dir=None, args=(), start_seconds=30):
+        self.tmp_path = tmp_path
+        self.data_dir = str(data_dir or tmp_path / "data")
+        self.mark = new_mark()
+        self.seen = {}     # worker pid -> its start time, every worker worker_pids() ever saw
+        number = len(list(tmp_path.glob("daemon-*.toml")))
+        self.settings = {"control": "tcp://127.0.0.1:*", "cancel": "tcp://127.0.0.1:*",
+                         "data_dir": self.data_dir, "heartbeat_interval": 0.2,
+                         "heartbeat_liveness": 3, **(config or {})}
+        self.config_path = write_toml(tmp_path / f"daemon-{number}.toml", self.settings)
+        self.log_path = tmp_path / f"daemon-{number}.log"
+        self._log = open(self.log_path, "w", encoding="utf-8")
+        full_env = {**os.environ, **(env or {}), MARK: self.mark}
+        self.process = subprocess.Popen(
+            [os.path.join(BIN, "summa-daemon"), "--config", str(self.config_path), *args],
+            stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL, text=True, env=full_env)
+        STARTED.append(self)
+        try:
+            self.first_line = read_line(self.process.stdout, start_seconds)
+        except TimeoutError:
+            self.kill()
+            raise
+        match = _FIRST_LINE.fullmatch(self.first_line.strip())
+        if not match:
+            self.kill()
+            raise RuntimeError(f"summa-daemon did not start: {self.first_line!r}, log: {self.log()!r}")
+        self.control, self.cancel_endpoint, self.announced_data_dir = match.groups()
+
+    @property
+    def pid(self):
+        return self.process.pid
+
+    def log(self):
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    # ---- talking to it ----
+
+    def submit(self, *args, timeout=60, input=None):
+        """summa-submit --daemon CONTROL ARGS... -> CompletedProcess (text)."""
+        return subprocess.run([os.path.join(BIN, "summa-submit"), "--daemon", self.control,
+                               *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                              input=input, stdin=None if input is not None else subprocess.DEVNULL)
+
+    def client(self, timeout=10.0):
+        return DaemonClient(self.control, timeout=timeout)
+
+    def status(self, job):
+        with self.client() as client:
+            return client.status(job)
+
+    def wait_state(self, job, states=FINISHED, seconds=60):
+        """Poll STATUS until the job is in one of `states`; returns its record."""
+        with self.client() as client:
+            return wait_until(lambda: (lambda r: r if r["state"] in states else None)(client.status(job)),
+                              seconds, interval=0.02)
+
+    def result_dir(self, job):
+        return os.path.join(self.data_dir, "results", job)
+
+    # ---- its workers ----
+
+    def worker_pids(self):
+        """Live summa-worker children of the daemon (remembered for the leak check)."""
+        pids = {pid for pid in children(self.pid) if is_worker(pid)}
+        for pid in pids:
+            stat = proc_stat(pid)
+            if stat is not None:
+                self.seen.setdefault(pid, stat["start"])
+        return {pid for pid in pids if alive(pid)}
+
+    def workers_left(self):
+        """Workers of this daemon still alive: any seen by worker_pids(), any with its marker."""
+        left = {pid for pid, start in self.seen.items() if alive(pid, start)}
+        return left | marked_workers(self.mark)
+
+    # ---- stopping ----
+
+    def stop(self, seconds=20):
+        """SIGTERM, a bounded wait, then SIGKILL; returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(seconds)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(seconds)
+        return self._close()
+
+    def kill(self):
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(30)
+        return self._close()
+
+    def _close(self):
+        if not self.process.stdout.closed:
+            self.rest_of_stdout = self.process.stdout.read()
+            self.process.stdout.close()
+        if not self._log.closed:
+            self._log.close()
+        return self.process.returncode
+
+
+# ---- CSVs and the roots they should give --------------------------------------------------------
+
+def write_csv(path, count, n_currencies=1, seed=0, bits=40, prefix="user"):
+    """A CSV of `count` unique users with random balances below 2^bits; returns the entries."""
+    rng = random.Random(seed)
+    entries = [(f"{prefix}{seed}-{i}", [rng.getrandbits(bits) for _ in range(n_currencies)])
+               for i in range(count)]
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        handle.write(",".join(["username"] + [f"balance_{c}" for c in CURRENCIES[:n_currencies]]) + "\n")
+        handle.write("".join(f"{name},{','.join(map(str, balances))}\n" for name, balances in entries))
+    return entries
+
+
+def single_tree_root(entries, layout="interleaved"):
+    """The root node JSON of one tree over all `entries` (depth_for(len(entries)))."""
+    tree = MerkleSumTree.from_entries(entries, layout=layout, depth=depth_for(len(entries)))
+    return tree.root.to_json()
+
+
+def job_id_of(stdout):
+    """The first line of summa-submit build's stdout."""
+    return stdout.splitlines()[0].strip()
