@@ -42,6 +42,7 @@ class Daemon:
         os.makedirs(self.jobs_dir, exist_ok=True)
         os.makedirs(self.results_dir, exist_ok=True)
         self._lock = self._lock_data_dir(config.data_dir)
+        spawners.cleanup_leftovers(config)     # containers of an earlier run that crashed
         self.control = wire.new_socket(self.context, zmq.ROUTER)
         self.control.bind(config.control)
         self.control_endpoint = self.control.getsockopt_string(zmq.LAST_ENDPOINT)

@@ -1,6 +1,6 @@
 """The daemon's settings: defaults, then the TOML file, then command-line flags."""
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 try:
     import tomllib
@@ -29,6 +29,12 @@ class DaemonConfig:
     default_spawner: str = "mock"
     worker_threads: int = 1
     log_level: str = "INFO"
+    worker_image: str = "summa-aggregation"   # image of Docker workers (local and cloud)
+    cloud_compose_file: str = ""            # the stack file the cloud spawner deploys; "": none
+    cloud_stack: str = "summa_aggregation"  # stack name: the service is STACK_SERVICE
+    cloud_service: str = "mini-tree"        # the worker service in the compose file
+    cloud_hosts: list = field(default_factory=lambda: ["127.0.0.1"])   # where replicas run
+    cloud_port: int = 4000                  # replica N listens on cloud_port + N on its host
 
     def check(self, where="configuration"):
         from .spawners import available   # spawners import nothing from here
@@ -44,6 +50,8 @@ class DaemonConfig:
                           ("default_executors", 1), ("worker_threads", 1)):
             if getattr(self, name) < low:
                 raise ConfigError(f"{where}: {name} must be at least {low}")
+        if not 0 < self.cloud_port < 65536 or not self.cloud_hosts:
+            raise ConfigError(f"{where}: cloud_port must be a port and cloud_hosts not empty")
         if self.heartbeat_interval <= 0:
             raise ConfigError(f"{where}: heartbeat_interval must be positive")
         return self
@@ -65,8 +73,10 @@ def load(path=None, **overrides):
         if key not in known:
             raise ConfigError(f"{path}: unknown key {key!r} (known: {', '.join(known)})")
         kind = known[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else kind):
-            raise ConfigError(f"{path}: {key} must be a {kind.__name__}, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else kind) \
+                or (kind is list and not all(isinstance(item, str) and item for item in value)):
+            raise ConfigError(f"{path}: {key} must be a {'list of strings' if kind is list else kind.__name__}, "
+                              f"got {value!r}")
     values.update({k: v for k, v in overrides.items() if v is not None})
     config = DaemonConfig(**values)
     config.data_dir = os.path.abspath(os.path.expanduser(config.data_dir))

@@ -6,6 +6,8 @@ interval x liveness (Paranoid Pirate). A dead executor is replaced through its s
 that cannot be replaced by a fresh worker reconnects with a doubling back-off.
 """
 
+import time
+
 import zmq
 
 from ..worker import protocol as wire
@@ -65,3 +67,25 @@ class Executor:
         if self.socket is not None:
             self.socket.close(linger=0)
             self.socket = None
+
+
+def wait_until_answering(endpoint, context, seconds, interval=0.2):
+    """True once a worker at `endpoint` answers PING within `seconds`, else False.
+
+    Used by spawners whose workers start out of sight (containers, Swarm replicas)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        sock = wire.new_socket(context, zmq.DEALER)   # a fresh socket: no stale queued PINGs
+        try:
+            sock.connect(endpoint)
+            sock.send_multipart(wire.frames(wire.PING, {"seq": 0}))
+            if sock.poll(int(min(interval, max(deadline - time.monotonic(), 0)) * 1000) + 1):
+                command, _ = wire.parse(sock.recv_multipart())
+                if command == wire.PONG:
+                    return True
+        except wire.ProtocolError:
+            pass
+        finally:
+            sock.close(linger=0)
+        time.sleep(min(interval, max(deadline - time.monotonic(), 0)))
+    return False

@@ -137,28 +137,28 @@ class JobRunner(threading.Thread):
         self.events = wire.new_socket(self.context, zmq.PUSH)
         self.events.connect(self.events_address)
         self.stop_loading = threading.Event()
+        outcome = (FAILED, "internal error: the job ended without an outcome", None)
         try:
             job.update(self.jobs_dir, state=LOADING, started=time.time())
             loader = Loader(job.spec, self.stop_loading)
             loader.start()
             self._spawn(self._executor_count())     # while the loader reads
             batches, depth, nodes = self._distribute(loader)
-            root = self._aggregate_and_store(batches, depth, nodes)
-            job.update(self.jobs_dir, state=DONE, root=root)
-            log.info("job %s done", job.id)
+            outcome = (DONE, None, self._aggregate_and_store(batches, depth, nodes))
         except JobEnded as ended:
-            self._end(ended.state, ended.reason)
+            outcome = (ended.state, ended.reason, None)
         except Exception as error:   # a bug: the job fails, the daemon keeps serving
             log.exception("job %s failed unexpectedly", job.id)
-            self._end(FAILED, f"internal error: {type(error).__name__}: {error}")
+            outcome = (FAILED, f"internal error: {type(error).__name__}: {error}", None)
         finally:
+            if outcome[0] != DONE:
+                self.events.send(job.id.encode())   # every worker of the job stops work on it
             self.stop_loading.set()
             self._release()
-
-    def _end(self, state, reason):
-        log.info("job %s %s: %s", self.job.id, state, reason)
-        self.events.send(self.job.id.encode())   # every worker of the job stops work on it
-        self.job.update(self.jobs_dir, state=state, error=reason if state == FAILED else None)
+            # only now, with its workers gone, does the job count as finished
+            state, reason, root = outcome
+            log.info("job %s %s%s", job.id, state, f": {reason}" if reason else "")
+            job.update(self.jobs_dir, state=state, root=root, error=reason if state == FAILED else None)
 
     def _release(self):
         self.events.close(linger=1000)   # let the cancellation request reach the loop
@@ -182,7 +182,7 @@ class JobRunner(threading.Thread):
 
     def _spawn(self, count):
         factory = SPAWNERS[self.job.spec.spawner]
-        self.spawner = factory(self.cancel_endpoint, self.config.worker_threads, **self.spawner_options)
+        self.spawner = factory(self.config, self.cancel_endpoint, **self.spawner_options)
         try:
             executors = self.spawner.spawn_executors(count)
         except (SpawnError, OSError) as error:

@@ -45,7 +45,9 @@ CONFIG_DEFAULTS = {
     "control": "tcp://127.0.0.1:5555", "cancel": "tcp://127.0.0.1:*", "cancel_public": "",
     "data_dir": "/var/lib/summa-aggregation", "max_parallel_jobs": 1, "heartbeat_interval": 1.0,
     "heartbeat_liveness": 3, "max_retries": 3, "default_executors": 2, "default_spawner": "mock",
-    "worker_threads": 1, "log_level": "INFO",
+    "worker_threads": 1, "log_level": "INFO", "worker_image": "summa-aggregation",
+    "cloud_compose_file": "", "cloud_stack": "summa_aggregation", "cloud_service": "mini-tree",
+    "cloud_hosts": ["127.0.0.1"], "cloud_port": 4000,
 }
 CONFIG_KEYS = {key: type(value) for key, value in CONFIG_DEFAULTS.items()}
 WORKER_VARIABLES = {"SUMMA_WORKER_BIND", "SUMMA_WORKER_CANCEL", "SUMMA_WORKER_THREADS",

@@ -13,8 +13,9 @@ class ExecutorSpawner(abc.ABC):
     worker that dies, and terminate_executors() exactly once when the job ends, however it ends.
     """
 
-    def __init__(self, cancel_endpoint=None, worker_threads=1):
-        self.cancel_endpoint, self.worker_threads = cancel_endpoint, worker_threads
+    def __init__(self, config, cancel_endpoint=None):
+        self.config, self.cancel_endpoint = config, cancel_endpoint
+        self.worker_threads = config.worker_threads
 
     @abc.abstractmethod
     def spawn_executor(self):

@@ -30,8 +30,8 @@ def _die_with_parent():
 
 
 class MockSpawner(ExecutorSpawner):
-    def __init__(self, cancel_endpoint=None, worker_threads=1, endpoints=None, env=None):
-        super().__init__(cancel_endpoint, worker_threads)
+    def __init__(self, config, cancel_endpoint=None, endpoints=None, env=None):
+        super().__init__(config, cancel_endpoint)
         self.endpoints = itertools.cycle(endpoints) if endpoints else None
         self.env = {**os.environ, **(env or {})}
         self.processes = []
