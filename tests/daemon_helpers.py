@@ -95,6 +95,8 @@ def _toml_value(value):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
+    if isinstance(value, list):
+        return json.dumps([str(item) for item in value])   # a JSON array of strings is TOML
     return json.dumps(str(value))     # a JSON string is a valid TOML basic string
 
 

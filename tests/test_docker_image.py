@@ -7,42 +7,20 @@ default (which needs a registry).
 """
 import json
 import os
-import shutil
 import subprocess
 import sys
 import uuid
 
 import pytest
 
+from docker_helpers import ROOT, build_image, require_engine
 from worker_helpers import free_port, wait_until
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-IMAGE = "summa-aggregation:test"
-LOCAL_BASE = "summa-base:bookworm"
-
-
-def _engine_answers():
-    if not shutil.which("docker"):
-        return False
-    return subprocess.run(["docker", "info"], capture_output=True, timeout=60).returncode == 0
 
 
 @pytest.fixture(scope="module")
 def image():
-    if not _engine_answers():
-        if os.environ.get("SUMMA_REQUIRE_DOCKER") == "1":
-            pytest.fail("SUMMA_REQUIRE_DOCKER=1 but no Docker engine answers (bash scripts/start-docker.sh)")
-        pytest.skip("no Docker engine answers here")
-    args = ["docker", "build", "--network", "host", "-t", IMAGE, ROOT]
-    base = os.environ.get("SUMMA_BASE_IMAGE")
-    if not base and subprocess.run(["docker", "image", "inspect", LOCAL_BASE],
-                                   capture_output=True, timeout=60).returncode == 0:
-        base = LOCAL_BASE
-    if base:
-        args[2:2] = ["--build-arg", f"BASE_IMAGE={base}"]
-    built = subprocess.run(args, capture_output=True, text=True, timeout=900)
-    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
-    return IMAGE
+    require_engine()
+    return build_image()
 
 
 @pytest.fixture
