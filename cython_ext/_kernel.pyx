@@ -6,7 +6,7 @@ then the N balances. Nothing here creates a Python object per node.
 """
 import os
 
-from libc.stdint cimport int64_t, uint8_t
+from libc.stdint cimport int64_t, uint8_t, uint64_t
 
 from .params import kernel_schedule
 
@@ -24,6 +24,7 @@ cdef extern from "poseidon_kernel.h" nogil:
                       uint8_t *parents, sk_control *ctl)
     int sk_hash_words(const uint8_t *msgs, int64_t count, int n_el, uint8_t *out)
     void sk_permute_words(uint8_t *states, int64_t count, int lanes)
+    void sk_sum_columns(const uint8_t *balances, int64_t count, int n_cur, uint64_t *out)
     int sk_set_backend(int backend)
     int sk_get_backend()
 
@@ -154,6 +155,18 @@ def hash_words(const uint8_t[::1] messages, int64_t count, int n_elements):
         rc = sk_hash_words(&messages[0], count, n_elements, &o[0])
     _check(rc)
     return bytes(out)
+
+
+def sum_columns(const uint8_t[::1] balances, int64_t count, int n_currencies):
+    """Exact per-currency totals (Python ints) of count entries of n_currencies words."""
+    if count < 0 or n_currencies < 1 or balances.shape[0] < 32 * count * n_currencies:
+        raise KernelError("buffer too small for the entry count")
+    out = bytearray(40 * n_currencies)
+    cdef uint8_t[::1] o = out
+    if count:
+        with nogil:
+            sk_sum_columns(&balances[0], count, n_currencies, <uint64_t *>&o[0])
+    return [int.from_bytes(out[40 * c:40 * c + 40], "little") for c in range(n_currencies)]
 
 
 def permute_words(uint8_t[::1] states, int64_t count, int lanes=SK_LANES):

@@ -246,6 +246,24 @@ static inline int sum_words(uint8_t *dst, const uint8_t *a, const uint8_t *b) {
     return (t >> 64) == 0 && word_in_field(dst);
 }
 
+/* Exact column sums of `count` entries of n_cur balance words each: out gets n_cur sums of
+ * five 64-bit limbs (little-endian), so no total of up to 2^64 entries can overflow. */
+static void sk_sum_columns(const uint8_t *balances, int64_t count, int n_cur, uint64_t *out) {
+    memset(out, 0, sizeof(uint64_t) * 5 * (size_t)n_cur);
+    for (int64_t i = 0; i < count; i++) {
+        for (int c = 0; c < n_cur; c++) {
+            uint64_t w[4], *acc = out + 5 * c;
+            memcpy(w, balances + 32 * ((int64_t)n_cur * i + c), 32);
+            u128 t = 0;
+            for (int k = 0; k < 4; k++) {
+                t = (u128)acc[k] + w[k] + (uint64_t)(t >> 64);
+                acc[k] = (uint64_t)t;
+            }
+            acc[4] += (uint64_t)(t >> 64);
+        }
+    }
+}
+
 /* ---- tree kernels --------------------------------------------------------------------- */
 
 /* Leaves: record i = H(username_i, balances_i...) followed by the balances.

@@ -35,6 +35,8 @@ class DaemonConfig:
     cloud_service: str = "mini-tree"        # the worker service in the compose file
     cloud_hosts: list = field(default_factory=lambda: ["127.0.0.1"])   # where replicas run
     cloud_port: int = 4000                  # replica N listens on cloud_port + N on its host
+    verify_leaves: int = 8                  # leaves of each returned mini-tree checked (0: none)
+    verify_full: bool = False               # rebuild every mini-tree here and compare it all
 
     def check(self, where="configuration"):
         from .spawners import available   # spawners import nothing from here
@@ -47,6 +49,7 @@ class DaemonConfig:
         if self.default_executors > MAX_EXECUTORS:
             raise ConfigError(f"{where}: default_executors must be at most {MAX_EXECUTORS}")
         for name, low in (("max_parallel_jobs", 1), ("heartbeat_liveness", 1), ("max_retries", 0),
+                          ("verify_leaves", 0),
                           ("default_executors", 1), ("worker_threads", 1)):
             if getattr(self, name) < low:
                 raise ConfigError(f"{where}: {name} must be at least {low}")
@@ -73,7 +76,8 @@ def load(path=None, **overrides):
         if key not in known:
             raise ConfigError(f"{path}: unknown key {key!r} (known: {', '.join(known)})")
         kind = known[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else kind) \
+        if (isinstance(value, bool) != (kind is bool)) \
+                or not isinstance(value, (int, float) if kind is float else kind) \
                 or (kind is list and not all(isinstance(item, str) and item for item in value)):
             raise ConfigError(f"{path}: {key} must be a {'list of strings' if kind is list else kind.__name__}, "
                               f"got {value!r}")

@@ -24,6 +24,7 @@ from ..cython_ext.tree import (AggregationMerkleSumTree, Levels, MerkleSumTree, 
                                depth_for)
 from ..worker import protocol as wire
 from ..worker.protocol import BuildRequest, Code, ProtocolError
+from .integrity import IntegrityError, check_minitree
 from .spawners import SPAWNERS, SpawnError
 
 log = logging.getLogger("summa.daemon")
@@ -53,7 +54,7 @@ class Job:
         self.record = record or {
             "job": job_id, "state": QUEUED, "error": None, "root": None,
             "spec": spec.body(), "submitted": time.time(), "started": None, "loaded": None,
-            "finished": None,
+            "finished": None, "quarantined": [],
             "progress": {"batches_done": 0, "batches": None, "entries_done": 0, "entries": None,
                          "worker_seconds": 0.0},
         }
@@ -204,7 +205,7 @@ class JobRunner(threading.Thread):
         Returns (batches, depth, node buffers)."""
         batches, nodes, attempts, pending = [], [], [], collections.deque()
         depth, loaded, done = None, False, 0
-        poller = zmq.Poller()
+        poller = self.poller = zmq.Poller()
         for executor in self.executors:
             poller.register(executor.socket, zmq.POLLIN)
         interval, liveness = self.config.heartbeat_interval, self.config.heartbeat_liveness
@@ -233,14 +234,15 @@ class JobRunner(threading.Thread):
                     index = pending.popleft()
                     executor.start(index, self._request_frames(batches, index, depth), now)
             for sock, _ in poller.poll(POLL_MS if loaded else LOADING_POLL_MS):
-                executor = next(e for e in self.executors if e.socket is sock)
-                done += self._on_message(executor, batches, depth, nodes, pending, attempts)
+                executor = next((e for e in self.executors if e.socket is sock), None)
+                if executor is not None:     # None: quarantined a moment ago
+                    done += self._on_message(executor, batches, depth, nodes, pending, attempts)
             now = time.monotonic()
             for executor in list(self.executors):
                 if executor.heartbeat(now, interval, liveness):
                     self._retry(executor.batch, f"{executor.name} stopped answering "
                                 f"(no reply for {interval * liveness:g} s)", pending, attempts)
-                    self._replace(executor, poller, now)
+                    self._replace(executor, now)
         return batches, depth, nodes
 
     @staticmethod
@@ -276,8 +278,15 @@ class JobRunner(threading.Thread):
                 return 0
             raise JobEnded(FAILED, f"{where}: {message}")
         problem = self._check_result(body, batches[index], depth)
+        if problem is None:
+            try:
+                check_minitree(body["nodes"], batches[index], depth, self.job.spec.layout,
+                               self.config.verify_leaves, self.config.verify_full)
+            except IntegrityError as error:
+                problem = f"integrity error: {error}"
         if problem:
             self._retry(index, f"{executor.name} returned a bad mini-tree: {problem}", pending, attempts)
+            self._quarantine(executor, problem)
             return 0
         nodes[index] = body["nodes"]
         progress = self.job.record["progress"]
@@ -304,21 +313,41 @@ class JobRunner(threading.Thread):
             raise JobEnded(FAILED, f"batch {index} failed {attempts[index]} times; last: {reason}")
         pending.appendleft(index)
 
-    def _replace(self, executor, poller, now):
-        poller.unregister(executor.socket)
+    def _drop(self, executor):
+        self.poller.unregister(executor.socket)
         executor.close()
         self.executors.remove(executor)
+
+    def _adopt(self, successor):
+        if successor is not None:
+            successor.connect(self.context)
+            self.poller.register(successor.socket, zmq.POLLIN)
+            self.executors.append(successor)
+        if not self.executors:
+            raise JobEnded(FAILED, "no worker left: every worker died or was quarantined, "
+                           "and none could be replaced")
+
+    def _replace(self, executor, now):
+        """A worker that went silent: another one takes its place (or it is retried later)."""
+        self._drop(executor)
         try:
             successor = self.spawner.replace(executor, now)
         except (SpawnError, OSError) as error:
             log.warning("job %s: could not replace %s: %s", self.job.id, executor.name, error)
             successor = None
-        if successor is not None:
-            successor.connect(self.context)
-            poller.register(successor.socket, zmq.POLLIN)
-            self.executors.append(successor)
-        if not self.executors:
-            raise JobEnded(FAILED, "no worker left: every worker died and none could be replaced")
+        self._adopt(successor)
+
+    def _quarantine(self, executor, problem):
+        """A worker that returned a wrong mini-tree is never used again by this job."""
+        log.warning("job %s: %s quarantined: %s", self.job.id, executor.name, problem)
+        self.job.update(None, quarantined=self.job.record["quarantined"] + [executor.name])
+        self._drop(executor)
+        try:
+            successor = self.spawner.quarantine(executor)
+        except (SpawnError, OSError) as error:
+            log.warning("job %s: no fresh worker instead of %s: %s", self.job.id, executor.name, error)
+            successor = None
+        self._adopt(successor)
 
     def _aggregate_and_store(self, batches, depth, nodes):
         spec = self.job.spec

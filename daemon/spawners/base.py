@@ -34,3 +34,9 @@ class ExecutorSpawner(abc.ABC):
         The default keeps the same worker address and reconnects after a back-off: right
         for workers this spawner does not own. Spawners that own workers start a new one."""
         return executor.successor(now)
+
+    def quarantine(self, executor):
+        """A worker returned a wrong mini-tree: stop it if it is ours, and return a fresh
+        executor if this spawner can start a new worker, else None. Its address is never
+        reconnected: whatever answers there cannot be trusted."""
+        return None

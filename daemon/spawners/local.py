@@ -102,6 +102,10 @@ class LocalSpawner(ExecutorSpawner):
         self._remove([executor.handle])
         return self.spawn_executor()
 
+    def quarantine(self, executor):
+        self._remove([executor.handle])
+        return self.spawn_executor()
+
     def terminate_executors(self):
         self._remove(self.containers)
         self.containers = []

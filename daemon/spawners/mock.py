@@ -78,6 +78,12 @@ class MockSpawner(ExecutorSpawner):
         self._stop([executor.handle])
         return self.spawn_executor()
 
+    def quarantine(self, executor):
+        if self.endpoints:
+            return None
+        self._stop([executor.handle])
+        return self.spawn_executor()
+
     def terminate_executors(self):
         self._stop(self.processes)
         self.processes = []

@@ -1,0 +1,41 @@
+"""A summa-worker that lies, for the integrity tests: it builds the right mini-tree, then
+changes one node of what it returns. SUMMA_FAULT picks which:
+  root-hash       the root's hash
+  root-balance    the root's first balance (+1)
+  top-child       the hash of the root's left child
+  leaf-balance    the first balance of the last real leaf (+1)
+Run it as summa-worker: python tests/faulty_worker.py --bind tcp://127.0.0.1:*
+"""
+import os
+import sys
+
+from summa_aggregation.worker import cli, protocol, server
+
+WORD = 32
+honest_build = server.Worker._build
+
+
+def lying_build(self, task):
+    command, body = honest_build(self, task)
+    if command != protocol.RESULT or "nodes" not in body:
+        return command, body
+    nodes, n, depth = bytearray(body["nodes"]), body["n_currencies"], body["depth"]
+    record = WORD * (n + 1)
+    root = len(nodes) - record
+    fault = os.environ.get("SUMMA_FAULT", "root-hash")
+    if fault == "root-hash":
+        nodes[root] ^= 1
+    elif fault == "root-balance":
+        nodes[root + WORD] ^= 1
+    elif fault == "top-child":
+        nodes[root - 2 * record] ^= 1 if depth else 0
+    elif fault == "leaf-balance":
+        nodes[(body["count"] - 1) * record + WORD] ^= 1
+    body["nodes"] = bytes(nodes)
+    return command, body
+
+
+server.Worker._build = lying_build
+
+if __name__ == "__main__":
+    sys.exit(cli.main())

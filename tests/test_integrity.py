@@ -1,0 +1,143 @@
+"""The daemon checks every mini-tree a worker returns; a lying worker is quarantined."""
+import os
+import random
+import subprocess
+import sys
+import threading
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from summa_aggregation.cython_ext.csv_reader import EntryBatch
+from summa_aggregation.cython_ext.tree import MerkleSumTree
+from summa_aggregation.daemon.broker import Daemon
+from summa_aggregation.daemon.client import DaemonClient
+from summa_aggregation.daemon.config import DaemonConfig
+from summa_aggregation.daemon.integrity import IntegrityError, check_minitree
+from summa_aggregation.worker.protocol import SubmitRequest
+
+from daemon_helpers import single_tree_root, write_csv
+from worker_helpers import random_batch, read_line, wait_until
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RECORD = 32 * 3          # two currencies
+
+
+def batch_and_tree(count=37, depth=6, layout="interleaved", seed=1):
+    usernames, balances = random_batch(count, 2, seed=seed)
+    batch = EntryBatch("b", ["balance_A_B", "balance_C_D"], count, bytearray(usernames), bytearray(balances))
+    tree = MerkleSumTree.build(usernames, balances, count, 2, layout=layout, depth=depth)
+    return batch, bytearray(tree.levels.nodes)
+
+
+@pytest.mark.parametrize("layout", ["interleaved", "sum-first"])
+def test_an_honest_minitree_passes_sampled_and_full_checks(layout):
+    batch, nodes = batch_and_tree(layout=layout)
+    check_minitree(bytes(nodes), batch, 6, layout, sample=8)
+    check_minitree(bytes(nodes), batch, 6, layout, sample=64)   # every leaf, padding too
+    check_minitree(bytes(nodes), batch, 6, layout, full=True)
+
+
+@pytest.mark.parametrize("where,what", [
+    (-RECORD, "root hash"), (-RECORD + 32, "root balance"),
+    (-3 * RECORD, "left child of the root"), (-2 * RECORD + 40, "right child's balance")])
+def test_sampling_always_catches_the_root_and_its_children(where, what):
+    batch, nodes = batch_and_tree()
+    nodes[len(nodes) + where] ^= 1
+    for seed in range(20):
+        with pytest.raises(IntegrityError):
+            check_minitree(bytes(nodes), batch, 6, "interleaved", sample=1, rng=random.Random(seed))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_full_mode_catches_any_single_flipped_bit(data):
+    batch, nodes = batch_and_tree(count=13, depth=4)
+    position = data.draw(st.integers(0, len(nodes) - 1))
+    nodes[position] ^= 1 << data.draw(st.integers(0, 7))
+    with pytest.raises(IntegrityError):
+        check_minitree(bytes(nodes), batch, 4, "interleaved", full=True)
+
+
+def test_sampling_every_leaf_catches_a_flipped_leaf():
+    batch, nodes = batch_and_tree()
+    nodes[20 * RECORD + 33] ^= 4                      # leaf 20's first balance
+    with pytest.raises(IntegrityError, match="leaf 20|node 10 of level 1"):
+        check_minitree(bytes(nodes), batch, 6, "interleaved", sample=batch.count)
+
+
+# ---- end to end: a real daemon, a real honest worker and a real lying one ----------------------
+
+class FaultyWorker:
+    def __init__(self, fault):
+        self.process = subprocess.Popen([sys.executable, os.path.join(HERE, "faulty_worker.py"),
+                                         "--bind", "tcp://127.0.0.1:*"], stdout=subprocess.PIPE,
+                                        text=True, env={**os.environ, "SUMMA_FAULT": fault})
+        self.endpoint = read_line(self.process.stdout, 30).split("listening on ")[1].split()[0]
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(10)
+        self.process.stdout.close()
+
+
+def run_job(tmp_path, endpoints, csv, **config):
+    daemon = Daemon(DaemonConfig(control="inproc://integrity-test", cancel="tcp://127.0.0.1:*",
+                                 data_dir=str(tmp_path / "data"), heartbeat_interval=0.2,
+                                 max_retries=2, **config),
+                    spawner_options={"endpoints": endpoints})
+    serving = threading.Thread(target=daemon.serve)
+    serving.start()
+    try:
+        with DaemonClient(daemon.control_endpoint, timeout=30) as client:
+            job = client.submit(SubmitRequest([str(csv)], len(endpoints), "mock", "interleaved", 14, 64))
+            wait_until(lambda: client.status(job)["state"] in ("done", "failed", "cancelled"),
+                       seconds=120, interval=0.05)
+            return client.status(job)
+    finally:
+        daemon.stop()
+        serving.join()
+
+
+@pytest.fixture
+def honest():
+    from worker_helpers import WorkerProcess
+    process = WorkerProcess()
+    yield process.endpoint
+    process.stop()
+
+
+@pytest.mark.parametrize("fault", ["root-hash", "root-balance", "top-child"])
+def test_a_lying_worker_is_quarantined_and_the_root_is_right(tmp_path, honest, fault):
+    entries = write_csv(tmp_path / "e.csv", 512, n_currencies=2, seed=8)
+    liar = FaultyWorker(fault)
+    try:
+        record = run_job(tmp_path, [liar.endpoint, honest], tmp_path / "e.csv")
+    finally:
+        liar.stop()
+    assert record["state"] == "done", record
+    assert record["root"] == single_tree_root(entries)
+    assert record["quarantined"] == [f"{liar.endpoint}"]
+
+
+def test_only_liars_fail_the_job_with_an_integrity_error(tmp_path):
+    write_csv(tmp_path / "e.csv", 256, seed=9)
+    liar = FaultyWorker("root-balance")
+    try:
+        record = run_job(tmp_path, [liar.endpoint], tmp_path / "e.csv")
+    finally:
+        liar.stop()
+    assert record["state"] == "failed"
+    assert "integrity error" in record["error"] or "quarantined" in record["error"], record["error"]
+
+
+def test_full_mode_catches_a_lie_about_one_leaf(tmp_path, honest):
+    entries = write_csv(tmp_path / "e.csv", 512, n_currencies=2, seed=10)
+    liar = FaultyWorker("leaf-balance")
+    try:
+        record = run_job(tmp_path, [liar.endpoint, honest], tmp_path / "e.csv", verify_full=True)
+    finally:
+        liar.stop()
+    assert record["state"] == "done" and record["root"] == single_tree_root(entries)
+    assert record["quarantined"] == [liar.endpoint]
