@@ -47,7 +47,7 @@ CONFIG_DEFAULTS = {
     "heartbeat_liveness": 3, "max_retries": 3, "default_executors": 2, "default_spawner": "mock",
     "worker_threads": 1, "log_level": "INFO", "worker_image": "summa-aggregation",
     "cloud_compose_file": "", "cloud_stack": "summa_aggregation", "cloud_service": "mini-tree",
-    "cloud_hosts": ["127.0.0.1"], "cloud_port": 4000,
+    "cloud_hosts": ["127.0.0.1"], "cloud_port": 4000, "verify_leaves": 8, "verify_full": False,
 }
 CONFIG_KEYS = {key: type(value) for key, value in CONFIG_DEFAULTS.items()}
 WORKER_VARIABLES = {"SUMMA_WORKER_BIND", "SUMMA_WORKER_CANCEL", "SUMMA_WORKER_THREADS",
@@ -195,6 +195,7 @@ def test_example_config_shows_the_daemons_own_defaults():
     defaults = vars(module.DaemonConfig())
     example = tomllib.loads(DAEMON_TOML.read_text(encoding="utf-8"))
     assert {key: defaults.get(key) for key in example} == example
+    assert set(defaults) == set(example), "every setting of the daemon is in the example config"
 
 
 def test_worker_env_sets_only_summa_worker_variables():
