@@ -1,9 +1,11 @@
 """An executor: the daemon's one-to-one handle on a worker, over a DEALER socket.
 
-The job's distribution loop (job.py) drives it: start() sends a batch, on_message() takes what
+The job's distribution loop (job.py) drives it: start() sends a batch, receive() takes what
 the worker says, and heartbeat() pings a busy worker and tells when it has been silent for
 interval x liveness (Paranoid Pirate). A dead executor is replaced through its spawner; one
-that cannot be replaced by a fresh worker reconnects with a doubling back-off.
+that cannot be replaced by a fresh worker reconnects with a doubling back-off and is on
+probation, getting no batch until it answers a PING; after max_retries silent spells in a row
+the job gives up on that address.
 """
 
 import time
@@ -23,6 +25,8 @@ class Executor:
         self.ready_at = 0.0            # not used before this time (reconnect back-off)
         self.backoff = 0.0
         self.ping_seq = 0
+        self.probation = False         # a reconnected worker must answer a PING before work
+        self.failures = 0              # silent spells of this address so far
 
     def connect(self, context, max_message_bytes=wire.DEFAULT_MAX_MESSAGE_BYTES):
         self.socket = wire.new_socket(context, zmq.DEALER, max_message_bytes)
@@ -33,6 +37,9 @@ class Executor:
     def idle(self):
         return self.batch is None
 
+    def usable(self, now):
+        return self.batch is None and not self.probation and self.ready_at <= now
+
     def start(self, batch, frames, now):
         self.batch = batch
         self.socket.send_multipart(frames, copy=False)
@@ -40,9 +47,13 @@ class Executor:
         self.next_ping = now
 
     def heartbeat(self, now, interval, liveness):
-        """Ping a busy worker when due; True when it has been silent too long."""
-        if self.batch is None:
+        """Ping a busy (or probationary) worker when due; True when it has been silent too long."""
+        if self.batch is None and not self.probation:
             return False
+        if self.ready_at > now:
+            return False
+        if self.probation and not self.last_heard:
+            self.last_heard = now      # the probation clock starts after the back-off
         if now - self.last_heard > interval * liveness:
             return True
         if now >= self.next_ping:
@@ -54,6 +65,7 @@ class Executor:
     def receive(self, now):
         """The worker's next (command, body); any message at all proves it is alive."""
         self.last_heard = now
+        self.probation = False
         return wire.parse(self.socket.recv_multipart(copy=False))
 
     def successor(self, now, first_backoff=0.25, max_backoff=8.0):
@@ -61,6 +73,8 @@ class Executor:
         nxt = Executor(self.endpoint, self.name, self.handle)
         nxt.backoff = min(max(self.backoff * 2, first_backoff), max_backoff)
         nxt.ready_at = now + nxt.backoff
+        nxt.probation = True
+        nxt.failures = self.failures + 1
         return nxt
 
     def close(self):

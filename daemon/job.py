@@ -129,6 +129,7 @@ class JobRunner(threading.Thread):
         self.jobs_dir, self.results_dir = jobs_dir, results_dir
         self.spawner_options = spawner_options or {}
         self.spawner, self.executors = None, []
+        self.last_failure = "none"
 
     # ---- the whole job ----------------------------------------------------------------------
 
@@ -230,7 +231,7 @@ class JobRunner(threading.Thread):
                 self.job.update(self.jobs_dir, state=RUNNING)
             now = time.monotonic()
             for executor in self.executors:
-                if depth is not None and executor.idle and pending and executor.ready_at <= now:
+                if depth is not None and pending and executor.usable(now):
                     index = pending.popleft()
                     executor.start(index, self._request_frames(batches, index, depth), now)
             for sock, _ in poller.poll(POLL_MS if loaded else LOADING_POLL_MS):
@@ -240,8 +241,9 @@ class JobRunner(threading.Thread):
             now = time.monotonic()
             for executor in list(self.executors):
                 if executor.heartbeat(now, interval, liveness):
-                    self._retry(executor.batch, f"{executor.name} stopped answering "
-                                f"(no reply for {interval * liveness:g} s)", pending, attempts)
+                    if executor.batch is not None:   # a worker on probation holds no batch
+                        self._retry(executor.batch, f"{executor.name} stopped answering "
+                                    f"(no reply for {interval * liveness:g} s)", pending, attempts)
                     self._replace(executor, now)
         return batches, depth, nodes
 
@@ -308,6 +310,7 @@ class JobRunner(threading.Thread):
 
     def _retry(self, index, reason, pending, attempts):
         attempts[index] += 1
+        self.last_failure = f"batch {index}: {reason}"
         log.warning("job %s: batch %d attempt %d failed: %s", self.job.id, index, attempts[index], reason)
         if attempts[index] > self.config.max_retries:
             raise JobEnded(FAILED, f"batch {index} failed {attempts[index]} times; last: {reason}")
@@ -324,8 +327,8 @@ class JobRunner(threading.Thread):
             self.poller.register(successor.socket, zmq.POLLIN)
             self.executors.append(successor)
         if not self.executors:
-            raise JobEnded(FAILED, "no worker left: every worker died or was quarantined, "
-                           "and none could be replaced")
+            raise JobEnded(FAILED, "no worker left: every worker died or was quarantined, and "
+                           f"none could be replaced; last: {self.last_failure}")
 
     def _replace(self, executor, now):
         """A worker that went silent: another one takes its place (or it is retried later)."""
@@ -335,10 +338,15 @@ class JobRunner(threading.Thread):
         except (SpawnError, OSError) as error:
             log.warning("job %s: could not replace %s: %s", self.job.id, executor.name, error)
             successor = None
+        if successor is not None and successor.failures > self.config.max_retries:
+            log.warning("job %s: giving up on %s after %d silent reconnects", self.job.id,
+                        executor.name, executor.failures)
+            successor = None
         self._adopt(successor)
 
     def _quarantine(self, executor, problem):
         """A worker that returned a wrong mini-tree is never used again by this job."""
+        self.last_failure = f"{executor.name} quarantined: {problem}"
         log.warning("job %s: %s quarantined: %s", self.job.id, executor.name, problem)
         self.job.update(None, quarantined=self.job.record["quarantined"] + [executor.name])
         self._drop(executor)
