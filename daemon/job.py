@@ -75,11 +75,19 @@ class Job:
             snapshot = json.dumps(self.record, indent=1)
         if jobs_dir:
             path = os.path.join(jobs_dir, f"{self.id}.json")
-            with open(path + ".tmp", "w", encoding="utf-8") as handle:
-                handle.write(snapshot)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(path + ".tmp", path)
+            try:
+                with open(path + ".tmp", "w", encoding="utf-8") as handle:
+                    handle.write(snapshot)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(path + ".tmp", path)
+            except OSError as error:
+                # the record stays right in memory; on disk the last good one stays whole
+                log.error("job %s: cannot write its record %s: %s", self.id, path, error.strerror)
+                try:
+                    os.unlink(path + ".tmp")
+                except OSError:
+                    pass
 
     def snapshot(self):
         with self.lock:
@@ -367,6 +375,10 @@ class JobRunner(threading.Thread):
         except RangeCheckError as error:
             raise JobEnded(FAILED, str(error)) from None
         self._check_cancel()
-        store.save(tree, os.path.join(self.results_dir, self.job.id), spec.n_bytes,
-                   {"job": self.job.id, "inputs": list(spec.csvs)})
+        target = os.path.join(self.results_dir, self.job.id)
+        try:
+            store.save(tree, target, spec.n_bytes, {"job": self.job.id, "inputs": list(spec.csvs)})
+        except OSError as error:   # a full or failing disk: nothing half-written stays behind
+            raise JobEnded(FAILED, f"cannot write the result to {target}: "
+                           f"{error.strerror or error}") from None
         return tree.root.to_json()

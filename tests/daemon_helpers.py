@@ -114,7 +114,10 @@ class DaemonProcess:
     daemon's environment (and so to its workers'), e.g. {"SUMMA_KERNEL": "portable"}.
     """
 
-    def __init__(self, tmp_path, config=None, env=None, data_dir=None, args=(), start_seconds=30):
+    def __init__(self, tmp_path, config=None, env=None, data_dir=None, args=(), start_seconds=30,
+                 prefix=()):
+        # prefix: a command to run the daemon and its clients under, e.g. ip netns exec NS
+        self.prefix = list(prefix)
         self.tmp_path = tmp_path
         self.data_dir = str(data_dir or tmp_path / "data")
         self.mark = new_mark()
@@ -128,7 +131,7 @@ class DaemonProcess:
         self._log = open(self.log_path, "w", encoding="utf-8")
         full_env = {**os.environ, **(env or {}), MARK: self.mark}
         self.process = subprocess.Popen(
-            [os.path.join(BIN, "summa-daemon"), "--config", str(self.config_path), *args],
+            [*self.prefix, os.path.join(BIN, "summa-daemon"), "--config", str(self.config_path), *args],
             stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL, text=True, env=full_env)
         STARTED.append(self)
         try:
@@ -155,7 +158,7 @@ class DaemonProcess:
 
     def submit(self, *args, timeout=60, input=None):
         """summa-submit --daemon CONTROL ARGS... -> CompletedProcess (text)."""
-        return subprocess.run([os.path.join(BIN, "summa-submit"), "--daemon", self.control,
+        return subprocess.run([*self.prefix, os.path.join(BIN, "summa-submit"), "--daemon", self.control,
                                *map(str, args)], capture_output=True, text=True, timeout=timeout,
                               input=input, stdin=None if input is not None else subprocess.DEVNULL)
 
@@ -163,14 +166,15 @@ class DaemonProcess:
         return DaemonClient(self.control, timeout=timeout)
 
     def status(self, job):
+        if self.prefix:   # the daemon is only reachable from inside its namespace
+            return json.loads(self.submit("status", job).stdout)
         with self.client() as client:
             return client.status(job)
 
     def wait_state(self, job, states=FINISHED, seconds=60):
         """Poll STATUS until the job is in one of `states`; returns its record."""
-        with self.client() as client:
-            return wait_until(lambda: (lambda r: r if r["state"] in states else None)(client.status(job)),
-                              seconds, interval=0.02)
+        return wait_until(lambda: (lambda r: r if r["state"] in states else None)(self.status(job)),
+                          seconds, interval=0.02 if not self.prefix else 0.2)
 
     def result_dir(self, job):
         return os.path.join(self.data_dir, "results", job)
