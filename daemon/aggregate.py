@@ -15,6 +15,7 @@ import threading
 from ..cython_ext import store
 from ..cython_ext.cli import Parser, run
 from ..cython_ext.tree import DEFAULT_LAYOUT, DEFAULT_N_BYTES, LAYOUTS, check_n_bytes
+from ..worker.keys import KeyDir, generate
 from ..worker.protocol import SubmitRequest
 from .broker import Daemon
 from .client import DaemonClient
@@ -62,12 +63,14 @@ def _aggregate(argv):
         raise store.StoreError(f"{args.out}: already exists (results are never overwritten)")
     # the daemon's data directory sits beside --out, so the result moves there by a rename
     data_dir = tempfile.mkdtemp(prefix=".summa-aggregate-", dir=os.path.dirname(out) if out else None)
+    keys_dir = generate(os.path.join(data_dir, "keys"))    # this run's own CURVE keys
     daemon = Daemon(DaemonConfig(control=f"inproc://summa-aggregate-{os.getpid()}",
-                                 cancel="tcp://127.0.0.1:*", data_dir=data_dir, log_level="WARNING"))
+                                 cancel="tcp://127.0.0.1:*", data_dir=data_dir, log_level="WARNING",
+                                 keys_dir=keys_dir))
     serving = threading.Thread(target=daemon.serve, name="embedded-daemon", daemon=True)
     serving.start()
     try:
-        with DaemonClient(daemon.control_endpoint, timeout=60) as client:
+        with DaemonClient(daemon.control_endpoint, timeout=60, keys=KeyDir(keys_dir)) as client:
             job_id = client.submit(SubmitRequest([os.path.abspath(p) for p in args.csvs], args.workers,
                                                  "mock", args.layout, args.n_bytes, args.batch_size))
             record = follow(client, job_id, Progress(), interval=0.05)

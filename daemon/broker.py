@@ -21,6 +21,7 @@ import zmq
 
 from ..cython_ext import store
 from ..worker import protocol as wire
+from ..worker.keys import KeysError, start_authenticator
 from ..worker.protocol import Code, ProtocolError
 from . import spawners
 from .config import ConfigError
@@ -43,10 +44,11 @@ class Daemon:
         os.makedirs(self.results_dir, exist_ok=True)
         self._lock = self._lock_data_dir(config.data_dir)
         spawners.cleanup_leftovers(config)     # containers of an earlier run that crashed
-        self.control = wire.new_socket(self.context, zmq.ROUTER)
+        self.authenticator, curve = self._start_curve(config)
+        self.control = wire.new_socket(self.context, zmq.ROUTER, curve=curve)
         self.control.bind(config.control)
         self.control_endpoint = self.control.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.pub = wire.new_socket(self.context, zmq.PUB)
+        self.pub = wire.new_socket(self.context, zmq.PUB, curve=curve)
         self.pub.bind(config.cancel)
         bound = self.pub.getsockopt_string(zmq.LAST_ENDPOINT)
         self.cancel_endpoint = config.cancel_public or bound.replace("0.0.0.0", "127.0.0.1")
@@ -59,8 +61,23 @@ class Daemon:
         self.results = collections.OrderedDict()   # job id -> loaded tree, a small LRU
         self.stopping = threading.Event()
         self._recover()
+        if self.authenticator is None:   # said once the daemon is up, not before a start error
+            log.warning("keys_dir is not set: the daemon's sockets are neither encrypted nor "
+                        "authenticated (plaintext mode; summa-keys DIR makes keys)")
 
     # ---- start-up ---------------------------------------------------------------------------
+
+    def _start_curve(self, config):
+        """CURVE server keys for the control and cancel sockets, and the allow-list of peers."""
+        try:
+            keys = config.keys()
+            if keys is None:
+                return None, None
+            curve = keys.curve("daemon")
+            keys.public("worker")                     # needed to reach workers: fail early
+            return start_authenticator(self.context, keys.authorized(), "summa-daemon"), curve
+        except KeysError as error:
+            raise ConfigError(str(error)) from None
 
     @staticmethod
     def _lock_data_dir(data_dir):
@@ -143,6 +160,8 @@ class Daemon:
             runner.join()     # each runner terminates its own workers, with bounded waits
         for sock in (self.control, self.pub, self.events):
             sock.close(linger=0)
+        if self.authenticator is not None:
+            self.authenticator.stop()
         self._lock.close()
 
     # ---- requests ---------------------------------------------------------------------------

@@ -17,21 +17,28 @@ class DaemonError(Exception):
 
 
 class DaemonClient:
-    def __init__(self, endpoint=DEFAULT_DAEMON, timeout=10.0, context=None):
+    def __init__(self, endpoint=DEFAULT_DAEMON, timeout=10.0, context=None, keys=None):
+        """keys: a KeyDir; the client then speaks CURVE with its client pair."""
         self.endpoint, self.timeout = endpoint, timeout
         self.context = context or zmq.Context.instance()
-        self.socket = wire.new_socket(self.context, zmq.DEALER)
-        self.socket.connect(endpoint)
+        self.curve = keys.curve("client").for_server(keys.public("daemon")) if keys else None
+        self.socket = self._connect()
+
+    def _connect(self):
+        sock = wire.new_socket(self.context, zmq.DEALER, curve=self.curve)
+        sock.connect(self.endpoint)
+        return sock
 
     def request(self, command, body=None):
         self.socket.send_multipart(wire.frames(command, body or {}))
         if not self.socket.poll(int(self.timeout * 1000)):
             # the request may still be queued in the socket: start afresh for the next one
             self.socket.close(linger=0)
-            self.socket = wire.new_socket(self.context, zmq.DEALER)
-            self.socket.connect(self.endpoint)
+            self.socket = self._connect()
+            hint = "is summa-daemon running, and does it know this client's key?" if self.curve \
+                else "is summa-daemon running?"
             raise DaemonError(None, f"no answer from the daemon at {self.endpoint} within "
-                              f"{self.timeout:g} s (is summa-daemon running?)")
+                              f"{self.timeout:g} s ({hint})")
         reply, body = wire.parse(self.socket.recv_multipart())
         if reply == wire.ERROR:
             raise DaemonError(body.get("code", Code.INTERNAL), body.get("message", "?"))

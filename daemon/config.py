@@ -37,6 +37,17 @@ class DaemonConfig:
     cloud_port: int = 4000                  # replica N listens on cloud_port + N on its host
     verify_leaves: int = 8                  # leaves of each returned mini-tree checked (0: none)
     verify_full: bool = False               # rebuild every mini-tree here and compare it all
+    keys_dir: str = ""                      # CURVE key directory (summa-keys); "": plaintext
+
+    def keys(self):
+        """The KeyDir of keys_dir, or None in (explicitly configured) plaintext mode."""
+        from ..worker.keys import KeyDir
+        return KeyDir(self.keys_dir) if self.keys_dir else None
+
+    def worker_curve(self):
+        """How this daemon's sockets connect to workers: its own pair, the workers' public key."""
+        keys = self.keys()
+        return keys.curve("daemon").for_server(keys.public("worker")) if keys else None
 
     def check(self, where="configuration"):
         from .spawners import available   # spawners import nothing from here

@@ -28,8 +28,8 @@ class Executor:
         self.probation = False         # a reconnected worker must answer a PING before work
         self.failures = 0              # silent spells of this address so far
 
-    def connect(self, context, max_message_bytes=wire.DEFAULT_MAX_MESSAGE_BYTES):
-        self.socket = wire.new_socket(context, zmq.DEALER, max_message_bytes)
+    def connect(self, context, max_message_bytes=wire.DEFAULT_MAX_MESSAGE_BYTES, curve=None):
+        self.socket = wire.new_socket(context, zmq.DEALER, max_message_bytes, curve=curve)
         self.socket.connect(self.endpoint)
         return self.socket
 
@@ -83,13 +83,13 @@ class Executor:
             self.socket = None
 
 
-def wait_until_answering(endpoint, context, seconds, interval=0.2):
+def wait_until_answering(endpoint, context, seconds, interval=0.2, curve=None):
     """True once a worker at `endpoint` answers PING within `seconds`, else False.
 
     Used by spawners whose workers start out of sight (containers, Swarm replicas)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        sock = wire.new_socket(context, zmq.DEALER)   # a fresh socket: no stale queued PINGs
+        sock = wire.new_socket(context, zmq.DEALER, curve=curve)   # fresh: no stale queued PINGs
         try:
             sock.connect(endpoint)
             sock.send_multipart(wire.frames(wire.PING, {"seq": 0}))

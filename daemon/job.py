@@ -197,8 +197,9 @@ class JobRunner(threading.Thread):
             executors = self.spawner.spawn_executors(count)
         except (SpawnError, OSError) as error:
             raise JobEnded(FAILED, f"could not start workers: {error}") from None
+        self.curve = self.config.worker_curve()
         for executor in executors:
-            executor.connect(self.context)
+            executor.connect(self.context, curve=self.curve)
         self.executors = executors
 
     def _request_frames(self, batches, index, depth):
@@ -331,7 +332,7 @@ class JobRunner(threading.Thread):
 
     def _adopt(self, successor):
         if successor is not None:
-            successor.connect(self.context)
+            successor.connect(self.context, curve=self.curve)
             self.poller.register(successor.socket, zmq.POLLIN)
             self.executors.append(successor)
         if not self.executors:

@@ -10,6 +10,7 @@ import sys
 import time
 
 from ..cython_ext.tree import LAYOUTS
+from ..worker.keys import KeyDir, KeysError
 from ..worker.protocol import SubmitRequest
 from .client import DEFAULT_DAEMON, DaemonClient, DaemonError
 
@@ -36,6 +37,8 @@ def _parser():
     parser.add_argument("--daemon", metavar="ENDPOINT", default=os.environ.get("SUMMA_DAEMON", DEFAULT_DAEMON),
                         help=f"the daemon's control socket (default {DEFAULT_DAEMON}, or $SUMMA_DAEMON)")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each answer")
+    parser.add_argument("--keys", metavar="DIR", default=os.environ.get("SUMMA_KEYS") or None,
+                        help="CURVE key directory (summa-keys), or $SUMMA_KEYS; plaintext without")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     build = commands.add_parser("build", help="submit a build job; prints the job id first")
     build.add_argument("csvs", nargs="+", metavar="CSV")
@@ -134,8 +137,12 @@ def _run(args, client):
 def main(argv=None):
     args = _parser().parse_args(argv)
     try:
-        with DaemonClient(args.daemon, timeout=args.timeout) as client:
+        keys = KeyDir(args.keys) if args.keys else None
+        with DaemonClient(args.daemon, timeout=args.timeout, keys=keys) as client:
             return _run(args, client)
+    except KeysError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
     except DaemonError as error:
         print(f"{PROG}: error: {error.message}", file=sys.stderr)
         return 2 if error.code is None else 1

@@ -48,6 +48,7 @@ CONFIG_DEFAULTS = {
     "worker_threads": 1, "log_level": "INFO", "worker_image": "summa-aggregation",
     "cloud_compose_file": "", "cloud_stack": "summa_aggregation", "cloud_service": "mini-tree",
     "cloud_hosts": ["127.0.0.1"], "cloud_port": 4000, "verify_leaves": 8, "verify_full": False,
+    "keys_dir": "",
 }
 CONFIG_KEYS = {key: type(value) for key, value in CONFIG_DEFAULTS.items()}
 WORKER_VARIABLES = {"SUMMA_WORKER_BIND", "SUMMA_WORKER_CANCEL", "SUMMA_WORKER_THREADS",

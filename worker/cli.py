@@ -3,7 +3,8 @@
 Every option can also come from the environment, which is how a container or a Swarm service
 configures it: SUMMA_WORKER_BIND, SUMMA_WORKER_CANCEL, SUMMA_WORKER_THREADS,
 SUMMA_WORKER_PORT_OFFSET (added to the port of the bind address; a Swarm service sets it from
-its task slot, so replicas sharing a host's network do not collide), SUMMA_WORKER_MAX_MESSAGE_MB.
+its task slot, so replicas sharing a host's network do not collide), SUMMA_WORKER_MAX_MESSAGE_MB,
+SUMMA_WORKER_KEYS (a key directory: CURVE on every socket).
 """
 import argparse
 import logging
@@ -15,6 +16,7 @@ import sys
 import zmq
 
 from ..cython_ext import _kernel
+from .keys import KeyDir, KeysError
 from .protocol import DEFAULT_MAX_MESSAGE_BYTES
 from .server import Worker
 
@@ -61,6 +63,8 @@ def _parser():
     parser.add_argument("--max-message-mb", type=int,
                         default=_env_int("SUMMA_WORKER_MAX_MESSAGE_MB", DEFAULT_MAX_MESSAGE_BYTES >> 20),
                         help="largest message accepted, in MiB (default %(default)s)")
+    parser.add_argument("--keys", metavar="DIR", default=os.environ.get("SUMMA_WORKER_KEYS") or None,
+                        help="CURVE key directory (summa-keys); without it sockets are plaintext")
     parser.add_argument("--log-level", default=os.environ.get("SUMMA_WORKER_LOG_LEVEL", "WARNING"),
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
@@ -92,7 +96,14 @@ def main(argv=None):
         return 2
     bind = with_port_offset(args.bind, args.port_offset)
     try:
-        worker = Worker(bind, args.cancel, args.threads, args.max_message_mb << 20)
+        keys = KeyDir(args.keys) if args.keys else None
+        if keys is None:
+            logging.getLogger("summa.worker").info(
+                "no --keys: this worker's sockets are neither encrypted nor authenticated")
+        worker = Worker(bind, args.cancel, args.threads, args.max_message_mb << 20, keys=keys)
+    except KeysError as error:
+        print(f"summa-worker: error: {error}", file=sys.stderr)
+        return 2
     except zmq.ZMQError as error:
         print(f"summa-worker: error: cannot bind {bind}: {error}", file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ mini-tree JSON it returns (what scripts/test_sending_entry.sh runs).
 """
 import argparse
 import json
+import os
 import sys
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ import zmq
 from ..cython_ext.csv_reader import username_to_word
 from ..cython_ext.tree import depth_for
 from . import protocol as wire
+from .keys import KeyDir, KeysError
 from .protocol import BuildRequest, Code
 
 SEED_CURRENCIES = ["balance_ETH_ETH", "balance_USDT_ETH"]
@@ -57,10 +59,11 @@ def build_request(job, batch, entries, layout="interleaved", n_bytes=14, depth=N
 
 class WorkerClient:
     def __init__(self, endpoint, context=None, timeout=30.0,
-                 max_message_bytes=wire.DEFAULT_MAX_MESSAGE_BYTES):
+                 max_message_bytes=wire.DEFAULT_MAX_MESSAGE_BYTES, keys=None):
         self.context = context or zmq.Context.instance()
         self.timeout, self.max_message_bytes = timeout, max_message_bytes
-        self.socket = wire.new_socket(self.context, zmq.DEALER, max_message_bytes)
+        curve = keys.curve("client").for_server(keys.public("worker")) if keys else None
+        self.socket = wire.new_socket(self.context, zmq.DEALER, max_message_bytes, curve=curve)
         self.socket.connect(endpoint)
 
     def send(self, command, body):
@@ -111,15 +114,21 @@ def main(argv=None):
     parser.add_argument("--port", type=int, default=4000)
     parser.add_argument("--endpoint", help="instead of --port: tcp://HOST:PORT")
     parser.add_argument("--timeout", type=float, default=10.0)
+    parser.add_argument("--keys", metavar="DIR", default=os.environ.get("SUMMA_KEYS") or None,
+                        help="CURVE key directory (summa-keys), or $SUMMA_KEYS")
     args = parser.parse_args(argv)
     endpoint = args.endpoint or f"tcp://127.0.0.1:{args.port}"
     request = build_request("seed", 0, SEED_ENTRIES, as_json=True, currencies=SEED_CURRENCIES)
     try:
-        with WorkerClient(endpoint, timeout=args.timeout) as client:
+        keys = KeyDir(args.keys) if args.keys else None
+        with WorkerClient(endpoint, timeout=args.timeout, keys=keys) as client:
             print(json.dumps(client.build(request), indent=2))
     except WorkerError as error:
         print(f"test_sending_entry: error: {endpoint}: {error.message}", file=sys.stderr)
         return 1
+    except KeysError as error:
+        print(f"test_sending_entry: error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

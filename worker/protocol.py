@@ -77,11 +77,19 @@ class ProtocolError(Exception):
         self.code, self.message = Code(code), message
 
 
-def new_socket(context, kind, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES):
-    """Every socket of the project comes from here: linger 0, a size limit on messages."""
+def new_socket(context, kind, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES, curve=None):
+    """Every socket of the project comes from here: linger 0, a size limit on messages, and
+    CURVE when `curve` (a keys.Curve) is given: a server socket when it has no server_public
+    (peers are then checked by the context's authenticator), a client socket otherwise."""
     sock = context.socket(kind)
     sock.linger = 0
     sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
+    if curve is not None:
+        sock.curve_publickey, sock.curve_secretkey = curve.public, curve.secret
+        if curve.server_public is None:
+            sock.curve_server = True
+        else:
+            sock.curve_serverkey = curve.server_public
     return sock
 
 

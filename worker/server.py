@@ -18,6 +18,7 @@ import zmq
 from ..cython_ext import _kernel
 from ..cython_ext.tree import MerkleSumTree, RangeCheckError
 from . import protocol as wire
+from .keys import start_authenticator
 from .protocol import Code, ProtocolError
 
 log = logging.getLogger("summa.worker")
@@ -33,15 +34,20 @@ class _Task:
 
 class Worker:
     def __init__(self, bind, cancel_endpoint=None, threads=1,
-                 max_message_bytes=wire.DEFAULT_MAX_MESSAGE_BYTES, context=None):
+                 max_message_bytes=wire.DEFAULT_MAX_MESSAGE_BYTES, context=None, keys=None):
         self.context = context or zmq.Context.instance()
         self.max_message_bytes = max_message_bytes
-        self.router = wire.new_socket(self.context, zmq.ROUTER, max_message_bytes)
+        curve, self.authenticator = None, None
+        if keys is not None:    # CURVE: only peers with a key in keys/authorized get through
+            curve = keys.curve("worker")
+            self.authenticator = start_authenticator(self.context, keys.authorized(), "summa-worker")
+        self.router = wire.new_socket(self.context, zmq.ROUTER, max_message_bytes, curve=curve)
         self.router.bind(bind)
         self.endpoint = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
         self.sub = None
         if cancel_endpoint:
-            self.sub = wire.new_socket(self.context, zmq.SUB)
+            self.sub = wire.new_socket(self.context, zmq.SUB,
+                                       curve=curve.for_server(keys.public("daemon")) if curve else None)
             self.sub.setsockopt(zmq.SUBSCRIBE, b"cancel.")
             self.sub.connect(cancel_endpoint)
         self._results_address = f"inproc://summa-worker-results-{id(self)}"
@@ -144,6 +150,8 @@ class Worker:
             self.router.send_multipart(self.results.recv_multipart())
         for sock in filter(None, (self.router, self.sub, self.results)):
             sock.close(linger=0)
+        if self.authenticator is not None:
+            self.authenticator.stop()
 
     # ---- compute threads -------------------------------------------------------------------
 

@@ -118,7 +118,8 @@ class CloudSpawner(ExecutorSpawner):
         ready, deadline = [], time.monotonic() + READY_SECONDS
         while len(ready) < count and time.monotonic() < deadline:
             for endpoint in candidates:
-                if endpoint not in ready and wait_until_answering(endpoint, self.context, 0.3):
+                if endpoint not in ready and wait_until_answering(endpoint, self.context, 0.3,
+                                                                  curve=self.config.worker_curve()):
                     ready.append(endpoint)
         if len(ready) < count:
             raise SpawnError(f"only {len(ready)} of {count} replicas answer on {', '.join(candidates)}")

@@ -21,6 +21,7 @@ log = logging.getLogger("summa.daemon")
 LABEL = "summa-aggregation.role"             # = "worker" on every container we start
 OWNER = "summa-aggregation.owner"            # = a digest of the daemon's data directory
 READY_SECONDS = 60
+KEYS_IN_CONTAINER = "/run/secrets/summa-keys"
 
 
 def owner_of(config):
@@ -74,10 +75,14 @@ class LocalSpawner(ExecutorSpawner):
             environment["SUMMA_WORKER_CANCEL"] = self.cancel_endpoint
         if os.environ.get("SUMMA_KERNEL"):    # the daemon's kernel choice reaches its workers
             environment["SUMMA_KERNEL"] = os.environ["SUMMA_KERNEL"]
+        volumes = {}
+        if self.config.keys_dir:              # the key directory, read-only, as a secret would be
+            volumes[os.path.abspath(self.config.keys_dir)] = {"bind": KEYS_IN_CONTAINER, "mode": "ro"}
+            environment["SUMMA_WORKER_KEYS"] = KEYS_IN_CONTAINER
         import docker
         try:
             container = self.client.containers.run(
-                self.image, detach=True, network_mode="host", environment=environment,
+                self.image, detach=True, network_mode="host", environment=environment, volumes=volumes,
                 name=f"summa-worker-{port}-{secrets.token_hex(3)}",
                 labels={LABEL: "worker", OWNER: owner_of(self.config)})
         except docker.errors.DockerException as error:
@@ -89,7 +94,8 @@ class LocalSpawner(ExecutorSpawner):
     def spawn_executors(self, count):
         started = [self._run() for _ in range(count)]     # start all, then wait for all
         for container, endpoint in started:
-            if not wait_until_answering(endpoint, self.context, READY_SECONDS):
+            if not wait_until_answering(endpoint, self.context, READY_SECONDS,
+                                        curve=self.config.worker_curve()):
                 raise SpawnError(f"container {container.name} did not answer PING within "
                                  f"{READY_SECONDS} s")
         return [Executor(endpoint, f"container {container.name}", container)

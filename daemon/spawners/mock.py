@@ -41,6 +41,8 @@ class MockSpawner(ExecutorSpawner):
                    "--bind", "tcp://127.0.0.1:*", "--threads", str(self.worker_threads)]
         if self.cancel_endpoint:
             command += ["--cancel", self.cancel_endpoint]
+        if self.config.keys_dir:
+            command += ["--keys", self.config.keys_dir]
         return command
 
     def _start(self):
