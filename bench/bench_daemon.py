@@ -37,7 +37,7 @@ class Daemon:
         config = os.path.join(directory, "daemon.toml")
         with open(config, "w") as handle:
             handle.write(f'control = "{self.endpoint}"\ndata_dir = "{directory}/data"\n'
-                         f'log_level = "WARNING"\n')
+                         f'log_level = "WARNING"\ninsecure = true\n')
         self.process = subprocess.Popen([os.path.join(BIN, "summa-daemon"), "--config", config],
                                         stdout=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
         assert "control on" in read_line(self.process.stdout, 30)

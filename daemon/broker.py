@@ -35,7 +35,7 @@ CACHED_RESULTS = 4
 
 class Daemon:
     def __init__(self, config, context=None, spawner_options=None):
-        self.config = config
+        self.config = config.check()
         self.context = context or zmq.Context.instance()
         self.spawner_options = spawner_options or {}
         self.jobs_dir = os.path.join(config.data_dir, "jobs")
@@ -62,8 +62,8 @@ class Daemon:
         self.stopping = threading.Event()
         self._recover()
         if self.authenticator is None:   # said once the daemon is up, not before a start error
-            log.warning("keys_dir is not set: the daemon's sockets are neither encrypted nor "
-                        "authenticated (plaintext mode; summa-keys DIR makes keys)")
+            log.warning("insecure: the daemon's sockets are neither encrypted nor authenticated "
+                        "(plaintext, as configured; summa-keys DIR makes keys)")
 
     # ---- start-up ---------------------------------------------------------------------------
 

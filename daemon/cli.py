@@ -37,10 +37,13 @@ def main(argv=None):
     parser.add_argument("--control", metavar="ENDPOINT", help="client socket (default tcp://127.0.0.1:5555)")
     parser.add_argument("--data-dir", metavar="DIR", help="job records and results")
     parser.add_argument("--cancel", metavar="ENDPOINT", help="cancellation PUB socket")
+    parser.add_argument("--keys", metavar="DIR", help="CURVE key directory (summa-keys DIR)")
+    parser.add_argument("--insecure", action="store_true", default=None,
+                        help="run without CURVE: plaintext, unauthenticated sockets")
     args = parser.parse_args(argv)
     try:
         config = daemon_config.load(args.config, control=args.control, data_dir=args.data_dir,
-                                    cancel=args.cancel)
+                                    cancel=args.cancel, keys_dir=args.keys, insecure=args.insecure)
         logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
                             format="summa-daemon: %(levelname)s %(message)s")
         daemon = Daemon(config)

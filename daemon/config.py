@@ -37,7 +37,8 @@ class DaemonConfig:
     cloud_port: int = 4000                  # replica N listens on cloud_port + N on its host
     verify_leaves: int = 8                  # leaves of each returned mini-tree checked (0: none)
     verify_full: bool = False               # rebuild every mini-tree here and compare it all
-    keys_dir: str = ""                      # CURVE key directory (summa-keys); "": plaintext
+    keys_dir: str = ""                      # CURVE key directory (summa-keys)
+    insecure: bool = False                  # plaintext sockets; only when asked for, with a warning
 
     def keys(self):
         """The KeyDir of keys_dir, or None in (explicitly configured) plaintext mode."""
@@ -64,6 +65,9 @@ class DaemonConfig:
                           ("default_executors", 1), ("worker_threads", 1)):
             if getattr(self, name) < low:
                 raise ConfigError(f"{where}: {name} must be at least {low}")
+        if not self.keys_dir and not self.insecure:
+            raise ConfigError(f"{where}: no keys_dir: make keys with `summa-keys DIR` and set "
+                              f"keys_dir (or set insecure = true to run in plaintext)")
         if not 0 < self.cloud_port < 65536 or not self.cloud_hosts:
             raise ConfigError(f"{where}: cloud_port must be a port and cloud_hosts not empty")
         if self.heartbeat_interval <= 0:

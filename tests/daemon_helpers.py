@@ -126,6 +126,8 @@ class DaemonProcess:
         self.settings = {"control": "tcp://127.0.0.1:*", "cancel": "tcp://127.0.0.1:*",
                          "data_dir": self.data_dir, "heartbeat_interval": 0.2,
                          "heartbeat_liveness": 3, **(config or {})}
+        if "keys_dir" not in self.settings:
+            self.settings.setdefault("insecure", True)   # plaintext, said explicitly
         self.config_path = write_toml(tmp_path / f"daemon-{number}.toml", self.settings)
         self.log_path = tmp_path / f"daemon-{number}.log"
         self._log = open(self.log_path, "w", encoding="utf-8")

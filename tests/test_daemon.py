@@ -528,7 +528,7 @@ def test_submit_exit_codes(daemon, tmp_path, fixtures_dir):
 # ---- 10. executors that never answer -----------------------------------------------------------
 
 def test_workers_that_never_answer_fail_the_job(tmp_path, fixtures_dir):
-    config = DaemonConfig(control="tcp://127.0.0.1:*", cancel="tcp://127.0.0.1:*",
+    config = DaemonConfig(control="tcp://127.0.0.1:*", cancel="tcp://127.0.0.1:*", insecure=True,
                           data_dir=str(tmp_path / "data"), heartbeat_interval=0.1,
                           heartbeat_liveness=2, max_retries=1, log_level="WARNING")
     nowhere = f"tcp://127.0.0.1:{free_port()}"
@@ -595,7 +595,7 @@ def test_data_dir_flag_overrides_the_config_file(tmp_path, fixtures_dir):
 
 
 def test_control_endpoint_in_use_exits_2(daemon, tmp_path):
-    result = subprocess.run([os.path.join(BIN, "summa-daemon"), "--control", daemon.control,
+    result = subprocess.run([os.path.join(BIN, "summa-daemon"), "--insecure", "--control", daemon.control,
                              "--data-dir", str(tmp_path / "other")], capture_output=True, text=True,
                             timeout=30)
     assert result.returncode == 2
@@ -604,7 +604,7 @@ def test_control_endpoint_in_use_exits_2(daemon, tmp_path):
 
 def test_data_dir_that_is_a_file_exits_2(tmp_path):
     (tmp_path / "file").write_text("")
-    result = subprocess.run([os.path.join(BIN, "summa-daemon"), "--control", "tcp://127.0.0.1:*",
+    result = subprocess.run([os.path.join(BIN, "summa-daemon"), "--insecure", "--control", "tcp://127.0.0.1:*",
                              "--data-dir", str(tmp_path / "file")], capture_output=True, text=True,
                             timeout=30)
     assert result.returncode == 2

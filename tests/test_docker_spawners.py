@@ -145,7 +145,7 @@ def test_stack_deployed_by_hand_serves_summa_submit(tmp_path, swarm_image):
     entries = write_csv(tmp_path / "e.csv", 2000, n_currencies=1, seed=7)
     stack, base = f"summa_hand_{uuid.uuid4().hex[:6]}", free_port_run(2)
     env = {**os.environ, "SUMMA_IMAGE": swarm_image, "SUMMA_WORKER_HOST": "127.0.0.1",
-           "SUMMA_WORKER_PORT": str(base)}
+           "SUMMA_WORKER_PORT": str(base), "SUMMA_WORKER_INSECURE": "1"}
     deployed = subprocess.run(["docker", "stack", "deploy", "-c", os.path.join(ROOT, "docker-compose.yml"), stack],
                               capture_output=True, text=True, timeout=120, env=env)
     assert deployed.returncode == 0, deployed.stderr

@@ -72,7 +72,8 @@ def test_sampling_every_leaf_catches_a_flipped_leaf():
 class FaultyWorker:
     def __init__(self, fault):
         self.process = subprocess.Popen([sys.executable, os.path.join(HERE, "faulty_worker.py"),
-                                         "--bind", "tcp://127.0.0.1:*"], stdout=subprocess.PIPE,
+                                         "--bind", "tcp://127.0.0.1:*", "--insecure"],
+                                        stdout=subprocess.PIPE,
                                         text=True, env={**os.environ, "SUMMA_FAULT": fault})
         self.endpoint = read_line(self.process.stdout, 30).split("listening on ")[1].split()[0]
 
@@ -85,7 +86,7 @@ class FaultyWorker:
 def run_job(tmp_path, endpoints, csv, **config):
     daemon = Daemon(DaemonConfig(control="inproc://integrity-test", cancel="tcp://127.0.0.1:*",
                                  data_dir=str(tmp_path / "data"), heartbeat_interval=0.2,
-                                 max_retries=2, **config),
+                                 max_retries=2, insecure=True, **config),
                     spawner_options={"endpoints": endpoints})
     serving = threading.Thread(target=daemon.serve)
     serving.start()

@@ -48,12 +48,14 @@ CONFIG_DEFAULTS = {
     "worker_threads": 1, "log_level": "INFO", "worker_image": "summa-aggregation",
     "cloud_compose_file": "", "cloud_stack": "summa_aggregation", "cloud_service": "mini-tree",
     "cloud_hosts": ["127.0.0.1"], "cloud_port": 4000, "verify_leaves": 8, "verify_full": False,
-    "keys_dir": "",
+    "keys_dir": "/etc/summa-aggregation/keys", "insecure": False,
 }
+# where the example config deliberately differs from the daemon's own defaults
+NOT_DEFAULTS = {"keys_dir": "/etc/summa-aggregation/keys"}
 CONFIG_KEYS = {key: type(value) for key, value in CONFIG_DEFAULTS.items()}
 WORKER_VARIABLES = {"SUMMA_WORKER_BIND", "SUMMA_WORKER_CANCEL", "SUMMA_WORKER_THREADS",
                     "SUMMA_WORKER_PORT_OFFSET", "SUMMA_WORKER_MAX_MESSAGE_MB",
-                    "SUMMA_WORKER_LOG_LEVEL"}
+                    "SUMMA_WORKER_LOG_LEVEL", "SUMMA_WORKER_KEYS", "SUMMA_WORKER_INSECURE"}
 HARDENING = {
     "NoNewPrivileges": "yes", "ProtectSystem": "strict", "PrivateTmp": "yes",
     "PrivateDevices": "yes", "ProtectKernelTunables": "yes", "ProtectKernelModules": "yes",
@@ -195,7 +197,7 @@ def test_example_config_shows_the_daemons_own_defaults():
         pytest.skip("summa_aggregation.daemon.config has no DaemonConfig")
     defaults = vars(module.DaemonConfig())
     example = tomllib.loads(DAEMON_TOML.read_text(encoding="utf-8"))
-    assert {key: defaults.get(key) for key in example} == example
+    assert {key: NOT_DEFAULTS.get(key, defaults.get(key)) for key in example} == example
     assert set(defaults) == set(example), "every setting of the daemon is in the example config"
 
 
@@ -342,7 +344,7 @@ control.bind("tcp://127.0.0.1:*")
 cancel = wire.new_socket(context, zmq.PUB)
 cancel.bind("tcp://127.0.0.1:*")
 worker = subprocess.Popen(
-    [os.path.join(bin_dir, "summa-worker"), "--bind", "tcp://127.0.0.1:*",
+    [os.path.join(bin_dir, "summa-worker"), "--bind", "tcp://127.0.0.1:*", "--insecure",
      "--cancel", cancel.getsockopt_string(zmq.LAST_ENDPOINT)],
     stdout=subprocess.PIPE, text=True)
 selector = selectors.DefaultSelector()
@@ -477,8 +479,8 @@ def test_worker_serves_and_stops_under_the_worker_units_filters(sandbox_works):
     cancel.bind("tcp://127.0.0.1:*")
     spec = seccomp_spec(WORKER_UNIT)
     worker = subprocess.Popen(
-        sandboxed(spec, [BIN_DIR / "summa-worker", "--bind", "tcp://127.0.0.1:*", "--cancel",
-                         cancel.getsockopt_string(zmq.LAST_ENDPOINT), "--threads", "2"]),
+        sandboxed(spec, [BIN_DIR / "summa-worker", "--bind", "tcp://127.0.0.1:*", "--insecure",
+                         "--cancel", cancel.getsockopt_string(zmq.LAST_ENDPOINT), "--threads", "2"]),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = _read_line(worker.stdout, 30)
@@ -535,10 +537,12 @@ def _start_and_stop_daemon(prefix, directory):
     data_dir = directory / "data"
     data_dir.mkdir()
     log = directory / "stderr.txt"
+    keys = directory / "keys"      # the example config's keys_dir is /etc/...: use fresh ones
+    subprocess.run([BIN_DIR / "summa-keys", keys], check=True, capture_output=True, timeout=30)
     with open(log, "w") as stderr:
         daemon = subprocess.Popen(
             [*prefix, BIN_DIR / "summa-daemon", "--config", DAEMON_TOML, "--control", control,
-             "--data-dir", data_dir], stdout=subprocess.DEVNULL, stderr=stderr)
+             "--data-dir", data_dir, "--keys", keys], stdout=subprocess.DEVNULL, stderr=stderr)
     context = zmq.Context()
     dealer = context.socket(zmq.DEALER)
     dealer.linger = 0
@@ -555,8 +559,8 @@ def _start_and_stop_daemon(prefix, directory):
         # One job with the mock spawner: its workers run as the daemon's children, under the
         # same filters.
         csvs = sorted(FIXTURES.glob("entry_16_[1-4].csv"))
-        job = subprocess.run([BIN_DIR / "summa-submit", "--daemon", control, "build", "--wait",
-                              *csvs], capture_output=True, text=True, timeout=60)
+        job = subprocess.run([BIN_DIR / "summa-submit", "--daemon", control, "--keys", keys,
+                              "build", "--wait", *csvs], capture_output=True, text=True, timeout=60)
         lines = job.stdout.splitlines()
         if job.returncode != 0 or not lines or '"hash"' not in lines[-1]:
             return (f"summa-submit build --wait: exit status {job.returncode}, "

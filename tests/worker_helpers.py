@@ -38,6 +38,8 @@ class WorkerProcess:
 
     def __init__(self, *args, env=None, bind="tcp://127.0.0.1:*"):
         full_env = {**os.environ, **(env or {})}
+        if "--keys" not in args:
+            args = (*args, "--insecure")                 # plaintext, said explicitly
         self.process = subprocess.Popen([os.path.join(BIN, "summa-worker"), "--bind", bind, *args],
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         text=True, env=full_env)

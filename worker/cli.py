@@ -4,7 +4,8 @@ Every option can also come from the environment, which is how a container or a S
 configures it: SUMMA_WORKER_BIND, SUMMA_WORKER_CANCEL, SUMMA_WORKER_THREADS,
 SUMMA_WORKER_PORT_OFFSET (added to the port of the bind address; a Swarm service sets it from
 its task slot, so replicas sharing a host's network do not collide), SUMMA_WORKER_MAX_MESSAGE_MB,
-SUMMA_WORKER_KEYS (a key directory: CURVE on every socket).
+SUMMA_WORKER_KEYS (a key directory: CURVE on every socket), SUMMA_WORKER_INSECURE=1 (plaintext:
+without keys, the worker refuses to start unless this is set).
 """
 import argparse
 import logging
@@ -65,6 +66,9 @@ def _parser():
                         help="largest message accepted, in MiB (default %(default)s)")
     parser.add_argument("--keys", metavar="DIR", default=os.environ.get("SUMMA_WORKER_KEYS") or None,
                         help="CURVE key directory (summa-keys); without it sockets are plaintext")
+    parser.add_argument("--insecure", action="store_true",
+                        default=os.environ.get("SUMMA_WORKER_INSECURE", "") not in ("", "0"),
+                        help="run without --keys: plaintext, unauthenticated sockets")
     parser.add_argument("--log-level", default=os.environ.get("SUMMA_WORKER_LOG_LEVEL", "WARNING"),
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
@@ -97,9 +101,11 @@ def main(argv=None):
     bind = with_port_offset(args.bind, args.port_offset)
     try:
         keys = KeyDir(args.keys) if args.keys else None
+        if keys is None and not args.insecure:
+            raise KeysError("no --keys DIR (summa-keys DIR makes keys); --insecure runs in plaintext")
         if keys is None:
-            logging.getLogger("summa.worker").info(
-                "no --keys: this worker's sockets are neither encrypted nor authenticated")
+            logging.getLogger("summa.worker").warning(
+                "--insecure: this worker's sockets are neither encrypted nor authenticated")
         worker = Worker(bind, args.cancel, args.threads, args.max_message_mb << 20, keys=keys)
     except KeysError as error:
         print(f"summa-worker: error: {error}", file=sys.stderr)

@@ -7,6 +7,7 @@ created it. Without one, it only connects to workers already running (a stack de
 hand). Either way the executors connect to the replica endpoints: every host of cloud_hosts,
 port cloud_port + N for replica N (the worker adds its task slot to its port).
 """
+import glob
 import os
 import re
 import time
@@ -18,6 +19,7 @@ from .base import ExecutorSpawner, SpawnError
 from .local import LABEL, OWNER, docker_client, owner_of
 
 READY_SECONDS = 120
+KEYS_IN_REPLICA = "/run/secrets/summa-keys"
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
 
 
@@ -61,7 +63,9 @@ class CloudSpawner(ExecutorSpawner):
         bind_host = "127.0.0.1" if all(_loopback(h) for h in self.hosts) else "0.0.0.0"
         environ = {**os.environ, "SUMMA_WORKER_HOST": bind_host, "SUMMA_WORKER_PORT": str(self.port),
                    "SUMMA_WORKER_CANCEL": self.cancel_endpoint or "",
-                   "SUMMA_WORKER_THREADS": str(self.worker_threads)}
+                   "SUMMA_WORKER_THREADS": str(self.worker_threads),
+                   "SUMMA_WORKER_INSECURE": "" if self.config.keys_dir else "1",
+                   "SUMMA_WORKER_KEYS": KEYS_IN_REPLICA if self.config.keys_dir else ""}
         raw = definition.get("environment") or {}
         pairs = raw.items() if isinstance(raw, dict) else (item.split("=", 1) for item in raw)
         env = [f"{key}={substitute(str(value), environ)}" for key, value in pairs]
@@ -87,6 +91,8 @@ class CloudSpawner(ExecutorSpawner):
         if placement.get("max_replicas_per_node"):
             options["maxreplicas"] = placement["max_replicas_per_node"]
         client = docker_client()
+        if self.config.keys_dir:
+            options["secrets"] = self._key_secrets(client)
         existing = [s for s in client.services.list(filters={"name": self.name}) if s.name == self.name]
         try:
             if existing:
@@ -98,6 +104,27 @@ class CloudSpawner(ExecutorSpawner):
         except docker.errors.DockerException as error:
             raise SpawnError(f"cannot deploy service {self.name}: {str(error).splitlines()[0]}") from None
         self._wait_running(count)
+
+    def _key_secrets(self, client):
+        """The workers' keys as Docker secrets (as docker-compose.secrets.yml lays them out).
+
+        Secrets are named after their content, so a later job reuses them; Swarm mounts them
+        read-only under /run/secrets/summa-keys in every replica."""
+        import hashlib
+        from docker.types import SecretReference
+        files = {"worker.key_secret": "worker.key_secret", "daemon.key": "daemon.key"}
+        for path in sorted(glob.glob(os.path.join(self.config.keys_dir, "authorized", "*.key"))):
+            files[f"authorized/{os.path.basename(path)}"] = os.path.relpath(path, self.config.keys_dir)
+        references = []
+        for target, relative in files.items():
+            with open(os.path.join(self.config.keys_dir, relative), "rb") as handle:
+                data = handle.read()
+            name = f"summa-key-{hashlib.sha256(data).hexdigest()[:24]}"
+            found = client.secrets.list(filters={"name": name})
+            secret = found[0] if found else client.secrets.create(name=name, data=data,
+                                                                  labels={LABEL: "key"})
+            references.append(SecretReference(secret.id, name, filename=f"summa-keys/{target}"))
+        return references
 
     def _wait_running(self, count):
         deadline = time.monotonic() + READY_SECONDS

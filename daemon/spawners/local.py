@@ -79,6 +79,8 @@ class LocalSpawner(ExecutorSpawner):
         if self.config.keys_dir:              # the key directory, read-only, as a secret would be
             volumes[os.path.abspath(self.config.keys_dir)] = {"bind": KEYS_IN_CONTAINER, "mode": "ro"}
             environment["SUMMA_WORKER_KEYS"] = KEYS_IN_CONTAINER
+        else:
+            environment["SUMMA_WORKER_INSECURE"] = "1"   # the daemon was set to plaintext
         import docker
         try:
             container = self.client.containers.run(

@@ -43,6 +43,8 @@ class MockSpawner(ExecutorSpawner):
             command += ["--cancel", self.cancel_endpoint]
         if self.config.keys_dir:
             command += ["--keys", self.config.keys_dir]
+        else:
+            command += ["--insecure"]    # the daemon itself was explicitly set to plaintext
         return command
 
     def _start(self):
