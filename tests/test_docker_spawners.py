@@ -162,3 +162,29 @@ def test_stack_deployed_by_hand_serves_summa_submit(tmp_path, swarm_image):
     finally:
         subprocess.run(["docker", "stack", "rm", stack], capture_output=True, timeout=120)
     wait_until(lambda: services(stack) == [], seconds=60)
+
+
+# ---- with CURVE keys: mounted into containers, Docker secrets for Swarm replicas ------------------
+
+@pytest.mark.timeout(300)
+def test_local_and_cloud_spawners_with_curve_keys(tmp_path, swarm_image):
+    from summa_aggregation.worker.keys import generate
+    keys = generate(str(tmp_path / "keys"))
+    entries = write_csv(tmp_path / "e.csv", 1000, n_currencies=2, seed=12)
+    stack = f"summa_keys_{uuid.uuid4().hex[:6]}"
+    daemon = DaemonProcess(tmp_path, {
+        "keys_dir": keys, "worker_image": swarm_image, "cloud_stack": stack,
+        "cloud_compose_file": os.path.join(ROOT, "docker-compose.yml"), "cloud_port": free_port_run(2)})
+    env = {**os.environ, "SUMMA_KEYS": keys}
+    try:
+        for spawner in ("local", "cloud"):
+            done = subprocess.run([os.path.join(daemon_helpers.BIN, "summa-submit"), "--daemon",
+                                   daemon.control, "build", str(tmp_path / "e.csv"), "--batch-size", "256",
+                                   "--spawner", spawner, "--executors", "2", "--wait"],
+                                  capture_output=True, text=True, timeout=240, env=env)
+            assert done.returncode == 0, (spawner, done.stderr, daemon.log()[-2000:])
+            assert json.loads(done.stdout.splitlines()[-1]) == single_tree_root(entries)
+        assert "plaintext" not in daemon.log()
+    finally:
+        for name in services(stack):
+            subprocess.run(["docker", "service", "rm", name], capture_output=True, timeout=60)
