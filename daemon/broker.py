@@ -31,6 +31,7 @@ log = logging.getLogger("summa.daemon")
 
 POLL_MS = 100
 CACHED_RESULTS = 4
+CONTROL_MAX_MESSAGE_BYTES = 16 << 20   # requests are small: paths, ids, names
 
 
 class Daemon:
@@ -45,7 +46,7 @@ class Daemon:
         self._lock = self._lock_data_dir(config.data_dir)
         spawners.cleanup_leftovers(config)     # containers of an earlier run that crashed
         self.authenticator, curve = self._start_curve(config)
-        self.control = wire.new_socket(self.context, zmq.ROUTER, curve=curve)
+        self.control = wire.new_socket(self.context, zmq.ROUTER, CONTROL_MAX_MESSAGE_BYTES, curve=curve)
         self.control.bind(config.control)
         self.control_endpoint = self.control.getsockopt_string(zmq.LAST_ENDPOINT)
         self.pub = wire.new_socket(self.context, zmq.PUB, curve=curve)
@@ -169,7 +170,7 @@ class Daemon:
     def _on_request(self, parts):
         identity, body = parts[0].bytes, {}
         try:
-            command, body = wire.parse(parts[1:])
+            command, body = wire.parse(parts[1:], CONTROL_MAX_MESSAGE_BYTES)
             handler = self.HANDLERS.get(command)
             if handler is None:
                 raise ProtocolError(Code.UNKNOWN_COMMAND, f"the daemon does not take "

@@ -12,7 +12,10 @@ class DaemonError(Exception):
 
     def __init__(self, code, message):
         super().__init__(message)
-        self.code = Code(code) if code is not None else None
+        try:
+            self.code = Code(code) if code is not None else None
+        except ValueError:        # a code this client does not know: keep the number
+            self.code = code
         self.message = message
 
 
@@ -39,13 +42,27 @@ class DaemonClient:
                 else "is summa-daemon running?"
             raise DaemonError(None, f"no answer from the daemon at {self.endpoint} within "
                               f"{self.timeout:g} s ({hint})")
-        reply, body = wire.parse(self.socket.recv_multipart())
+        try:
+            reply, body = wire.parse(self.socket.recv_multipart())
+        except wire.ProtocolError as error:
+            raise DaemonError(None, f"the daemon at {self.endpoint} answered something "
+                              f"unreadable: {error.message}") from None
         if reply == wire.ERROR:
-            raise DaemonError(body.get("code", Code.INTERNAL), body.get("message", "?"))
+            raise DaemonError(body.get("code", Code.INTERNAL), str(body.get("message", "?")))
+        if reply != wire.REPLY:
+            raise DaemonError(None, f"the daemon at {self.endpoint} answered "
+                              f"{wire.COMMAND_NAMES[reply]}, not REPLY")
         return body
 
+    def _field(self, body, name, kind):
+        value = body.get(name)
+        if not isinstance(value, kind):
+            raise DaemonError(None, f"the daemon at {self.endpoint} answered without a "
+                              f"valid {name!r}")
+        return value
+
     def submit(self, spec):
-        return self.request(wire.SUBMIT, spec.body())["job"]
+        return self._field(self.request(wire.SUBMIT, spec.body()), "job", str)
 
     def status(self, job):
         return self.request(wire.STATUS, {"job": job})
@@ -54,10 +71,10 @@ class DaemonClient:
         return self.request(wire.CANCEL, {"job": job})
 
     def proof(self, job, username):
-        return self.request(wire.PROOF, {"job": job, "username": username})["proof"]
+        return self._field(self.request(wire.PROOF, {"job": job, "username": username}), "proof", dict)
 
     def list(self):
-        return self.request(wire.LIST)["jobs"]
+        return self._field(self.request(wire.LIST), "jobs", list)
 
     def shutdown(self):
         return self.request(wire.SHUTDOWN)

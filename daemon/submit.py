@@ -143,6 +143,11 @@ def main(argv=None):
     except KeysError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
+    except (KeyError, TypeError, ValueError, AttributeError):
+        # a server that is not a summa-daemon of this version
+        print(f"{PROG}: error: the answer from {args.daemon} was not understood "
+              f"(is that a summa-daemon of this version?)", file=sys.stderr)
+        return 2
     except DaemonError as error:
         print(f"{PROG}: error: {error.message}", file=sys.stderr)
         return 2 if error.code is None else 1

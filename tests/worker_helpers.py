@@ -45,8 +45,11 @@ class WorkerProcess:
                                         text=True, env=full_env)
         line = read_line(self.process.stdout, 30)
         if "listening on" not in line:
+            self.process.kill()
+            self.process.wait(30)
+            error = self.process.stderr.read()
             self.stop()
-            raise RuntimeError(f"worker did not start: {line!r} {self.process.stderr.read()!r}")
+            raise RuntimeError(f"worker did not start: {line!r} {error!r}")
         self.endpoint = line.split("listening on ")[1].split()[0]
 
     def stop(self, seconds=5):

@@ -116,6 +116,11 @@ class Worker:
     def _accept(self, identity, request):
         if request.job in self.cancelled:
             raise ProtocolError(Code.CANCELLED, f"job {request.job} was cancelled")
+        tree_bytes = 32 * (request.n_currencies + 1) * ((2 << request.depth) - 1)
+        if tree_bytes > self.max_message_bytes:   # a tiny request must not buy a huge tree
+            raise ProtocolError(Code.BAD_FIELD, f"a mini-tree of depth {request.depth} with "
+                                f"{request.n_currencies} currencies is {tree_bytes} bytes, over "
+                                f"this worker's message limit of {self.max_message_bytes}")
         task = _Task(identity, request)
         with self.active_lock:
             self.active.setdefault(request.job, set()).add(task)
