@@ -20,21 +20,11 @@ from ..worker.protocol import SubmitRequest
 from .broker import Daemon
 from .client import DaemonClient
 from .config import DaemonConfig
-from .submit import Progress, follow
+from .submit import Progress, follow, power_of_two
 
 
 class JobFailed(ValueError):
     """The job ended failed or cancelled; the message is the daemon's reason."""
-
-
-def _power_of_two(text):
-    value = int(text)
-    if value < 1 or value & (value - 1):
-        raise ValueError
-    return value
-
-
-_power_of_two.__name__ = "power of two"
 
 
 def _parser():
@@ -46,7 +36,7 @@ def _parser():
     parser.add_argument("--layout", choices=list(LAYOUTS), default=DEFAULT_LAYOUT)
     parser.add_argument("--n-bytes", type=int, default=DEFAULT_N_BYTES,
                         help="balances and their totals must be below 2^(8*N) (default 14)")
-    parser.add_argument("--batch-size", type=_power_of_two, metavar="2^K",
+    parser.add_argument("--batch-size", type=power_of_two, metavar="2^K",
                         help="cut the entries into mini-trees of this many entries instead of "
                              "one mini-tree per CSV (the root is then that of one big tree)")
     parser.add_argument("--out", metavar="DIR", help="write the result directory here (must not exist)")

@@ -1,34 +1,18 @@
 """summa-daemon: the long-running orchestrator (systemd runs it)."""
 import argparse
 import logging
-import signal
 import sys
 
 import zmq
 
 from . import config as daemon_config
+from ..worker.cli import StopOnSignals
 from .broker import Daemon
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-class StopOnSignals:
-    """Signal handlers only ask the loop to stop; the old handlers come back on exit."""
-
-    def __init__(self, stoppable, signals=(signal.SIGTERM, signal.SIGINT)):
-        self.stoppable, self.signals, self.previous = stoppable, signals, {}
-
-    def __enter__(self):
-        for sig in self.signals:
-            self.previous[sig] = signal.signal(sig, lambda *_: self.stoppable.stop())
-        return self
-
-    def __exit__(self, *exc):
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
 
 
 def main(argv=None):

@@ -22,14 +22,14 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _power_of_two(text):
+def power_of_two(text):
     value = int(text)
     if value < 1 or value & (value - 1):
         raise ValueError
     return value
 
 
-_power_of_two.__name__ = "power of two"
+power_of_two.__name__ = "power of two"   # argparse names the type in its error
 
 
 def _parser():
@@ -46,7 +46,7 @@ def _parser():
     build.add_argument("--spawner", choices=["mock", "local", "cloud"], help="daemon default: mock")
     build.add_argument("--layout", choices=list(LAYOUTS), default="interleaved")
     build.add_argument("--n-bytes", type=int, default=14)
-    build.add_argument("--batch-size", type=_power_of_two, metavar="2^K",
+    build.add_argument("--batch-size", type=power_of_two, metavar="2^K",
                        help="mini-trees of 2^K entries instead of one per CSV")
     build.add_argument("--wait", action="store_true", help="follow the job; print its root last")
     for name, text in (("status", "a job's state and progress as JSON"), ("cancel", "cancel a job"),

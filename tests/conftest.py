@@ -142,3 +142,23 @@ def run_script():
     Runs the console script from the venv's bin directory (beside sys.executable).
     """
     return _run_script
+
+
+@pytest.fixture(autouse=True)
+def no_worker_left_behind():
+    """Every daemon a test started (daemon_helpers.DaemonProcess) is stopped after it, and none
+    of its workers may outlive it."""
+    import daemon_helpers
+    from worker_helpers import wait_until
+    daemon_helpers.STARTED.clear()
+    yield
+    started = list(daemon_helpers.STARTED)
+    daemon_helpers.STARTED.clear()
+    for daemon in started:
+        daemon.stop()
+    for daemon in started:
+        try:
+            wait_until(lambda: not daemon.workers_left(), seconds=10, interval=0.05)
+        except AssertionError:
+            raise AssertionError(f"workers of daemon pid {daemon.pid} still alive: "
+                                 f"{sorted(daemon.workers_left())}") from None

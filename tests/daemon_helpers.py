@@ -25,7 +25,7 @@ CURRENCIES = ["ETH_ETH", "USDT_ETH", "BTC_BTC", "DAI_ETH", "USDC_ETH", "SOL_SOL"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _FIRST_LINE = re.compile(r"summa-daemon: control on (\S+), cancellations on (\S+), data in (.+)")
 
-# every DaemonProcess made in the current test; the test module's autouse fixture empties it
+# every DaemonProcess made in the current test; conftest's autouse fixture stops them after it
 STARTED = []
 
 

@@ -6,20 +6,12 @@ import subprocess
 
 import pytest
 
-import daemon_helpers
 from daemon_helpers import BIN, DaemonProcess, write_csv, single_tree_root
 from summa_aggregation.worker.client import SEED_ENTRIES, WorkerClient, WorkerError, build_request
 from summa_aggregation.worker.keys import KeyDir, KeysError, generate
 from worker_helpers import WorkerProcess
 
 
-@pytest.fixture(autouse=True)
-def stop_daemons():
-    daemon_helpers.STARTED.clear()
-    yield
-    for daemon in list(daemon_helpers.STARTED):
-        daemon.stop()
-    daemon_helpers.STARTED.clear()
 
 
 @pytest.fixture

@@ -32,21 +32,6 @@ SLOW_KERNEL = {"SUMMA_KERNEL": "portable"}
 JOB_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}")
 
 
-@pytest.fixture(autouse=True)
-def no_worker_left_behind():
-    """Every daemon started in the test is stopped, and none of its workers may outlive it."""
-    daemon_helpers.STARTED.clear()
-    yield
-    started = list(daemon_helpers.STARTED)
-    daemon_helpers.STARTED.clear()
-    for daemon in started:
-        daemon.stop()
-    for daemon in started:
-        try:
-            wait_until(lambda: not daemon.workers_left(), seconds=10, interval=0.05)
-        except AssertionError:
-            raise AssertionError(f"workers of daemon pid {daemon.pid} still alive: "
-                                 f"{sorted(daemon.workers_left())}") from None
 
 
 @pytest.fixture

@@ -19,13 +19,6 @@ from worker_helpers import wait_until
 SLOW_KERNEL = {"SUMMA_KERNEL": "portable"}   # workers inherit it: builds long enough to act on
 
 
-@pytest.fixture(autouse=True)
-def stop_daemons():
-    daemon_helpers.STARTED.clear()
-    yield
-    for daemon in list(daemon_helpers.STARTED):
-        daemon.stop()
-    daemon_helpers.STARTED.clear()
 
 
 @pytest.fixture(scope="module")

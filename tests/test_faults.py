@@ -15,20 +15,12 @@ import uuid
 
 import pytest
 
-import daemon_helpers
 from daemon_helpers import BIN, DaemonProcess, job_id_of, single_tree_root, write_csv
 from worker_helpers import read_line, wait_until
 
 SLOW_KERNEL = {"SUMMA_KERNEL": "portable"}
 
 
-@pytest.fixture(autouse=True)
-def stop_daemons():
-    daemon_helpers.STARTED.clear()
-    yield
-    for daemon in list(daemon_helpers.STARTED):
-        daemon.stop()
-    daemon_helpers.STARTED.clear()
 
 
 def require_root(tool=None):

@@ -29,7 +29,6 @@ from summa_aggregation.daemon import spawners
 from summa_aggregation.worker import protocol as wire
 from summa_aggregation.worker.protocol import BuildRequest, Code, ProtocolError, SubmitRequest
 
-import daemon_helpers
 from daemon_helpers import DaemonProcess, job_id_of, single_tree_root, write_csv
 from worker_helpers import BIN, Sockets, WorkerProcess, random_batch, receive, wait_until
 
@@ -51,21 +50,6 @@ def peak_rss_mb(pid):
         return int(re.search(r"VmHWM:\s+(\d+) kB", handle.read()).group(1)) / 1024
 
 
-@pytest.fixture(autouse=True)
-def no_worker_left_behind():
-    """Every daemon started in the test is stopped, and none of its workers may outlive it."""
-    daemon_helpers.STARTED.clear()
-    yield
-    started = list(daemon_helpers.STARTED)
-    daemon_helpers.STARTED.clear()
-    for daemon in started:
-        daemon.stop()
-    for daemon in started:
-        try:
-            wait_until(lambda: not daemon.workers_left(), seconds=10, interval=0.05)
-        except AssertionError:
-            raise AssertionError(f"workers of daemon pid {daemon.pid} still alive: "
-                                 f"{sorted(daemon.workers_left())}") from None
 
 
 @pytest.fixture

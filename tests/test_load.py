@@ -17,7 +17,6 @@ from summa_aggregation.cython_ext.proof import verify_proof
 from summa_aggregation.daemon.client import DaemonError
 from summa_aggregation.worker.protocol import SubmitRequest
 
-import daemon_helpers
 from daemon_helpers import FINISHED, DaemonProcess, job_id_of, write_csv
 from worker_helpers import wait_until
 
@@ -29,21 +28,6 @@ FD_SLACK = 5
 RSS_GROWTH_MB = 30
 
 
-@pytest.fixture(autouse=True)
-def no_worker_left_behind():
-    """Every daemon started in the test is stopped, and none of its workers may outlive it."""
-    daemon_helpers.STARTED.clear()
-    yield
-    started = list(daemon_helpers.STARTED)
-    daemon_helpers.STARTED.clear()
-    for daemon in started:
-        daemon.stop()
-    for daemon in started:
-        try:
-            wait_until(lambda: not daemon.workers_left(), seconds=10, interval=0.05)
-        except AssertionError:
-            raise AssertionError(f"workers of daemon pid {daemon.pid} still alive: "
-                                 f"{sorted(daemon.workers_left())}") from None
 
 
 def rss_mb(pid):

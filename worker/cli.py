@@ -74,17 +74,15 @@ def _parser():
     return parser
 
 
-class _StopOnSignals:
+class StopOnSignals:
     """Signal handlers only ask the loop to stop; the old handlers come back on exit."""
 
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-    def __init__(self, worker):
-        self.worker, self.previous = worker, {}
+    def __init__(self, stoppable, signals=(signal.SIGTERM, signal.SIGINT)):
+        self.stoppable, self.signals, self.previous = stoppable, signals, {}
 
     def __enter__(self):
-        for sig in self.SIGNALS:
-            self.previous[sig] = signal.signal(sig, lambda *_: self.worker.stop())
+        for sig in self.signals:
+            self.previous[sig] = signal.signal(sig, lambda *_: self.stoppable.stop())
         return self
 
     def __exit__(self, *exc):
@@ -115,7 +113,7 @@ def main(argv=None):
         return 2
     print(f"summa-worker: listening on {worker.endpoint} (kernel {_kernel.backend()}, "
           f"{args.threads} thread{'s' if args.threads > 1 else ''})", flush=True)
-    with _StopOnSignals(worker):
+    with StopOnSignals(worker):
         worker.serve()
     print("summa-worker: stopped", flush=True)
     return 0
