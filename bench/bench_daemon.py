@@ -26,6 +26,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 from gen_csv import generate  # noqa: E402
 from tables import table  # noqa: E402
+from daemon_helpers import children  # noqa: E402
 from worker_helpers import free_port, read_line  # noqa: E402
 
 BIN = os.path.dirname(sys.executable)
@@ -51,17 +52,7 @@ class Daemon:
             return int(re.search(r"VmHWM:\s+(\d+) kB", handle.read()).group(1)) / 1024
 
     def children(self):
-        pids = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    with open(f"/proc/{entry}/stat") as handle:
-                        fields = handle.read().rsplit(")", 1)[1].split()
-                except OSError:
-                    continue
-                if int(fields[1]) == self.process.pid:
-                    pids.append(int(entry))
-        return pids
+        return sorted(children(self.process.pid))     # the worker processes it started
 
     def stop(self):
         self.submit("shutdown", timeout=30)

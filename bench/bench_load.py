@@ -32,7 +32,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 from tables import table  # noqa: E402
-from daemon_helpers import write_csv  # noqa: E402
+from daemon_helpers import children, write_csv  # noqa: E402
 from worker_helpers import free_port, read_line  # noqa: E402
 
 from summa_aggregation.cython_ext.proof import verify_proof  # noqa: E402
@@ -78,17 +78,7 @@ class Daemon:
         return len(os.listdir(f"/proc/{self.process.pid}/fd"))
 
     def children(self):
-        pids = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    with open(f"/proc/{entry}/stat") as handle:
-                        fields_ = handle.read().rsplit(")", 1)[1].split()
-                except OSError:
-                    continue
-                if int(fields_[1]) == self.process.pid and fields_[0] not in "ZX":
-                    pids.append(int(entry))
-        return pids
+        return sorted(children(self.process.pid))     # the worker processes it started
 
     def stop(self):
         with self.client(timeout=30) as client:
