@@ -33,14 +33,17 @@ BIN = os.path.dirname(sys.executable)
 
 
 class Daemon:
-    def __init__(self, directory, env=None):
+    """A real summa-daemon in plaintext on a free loopback port (the benchmarks' clients hold no keys)."""
+
+    def __init__(self, directory, env=None, stderr=None):
         self.endpoint = f"tcp://127.0.0.1:{free_port()}"
         config = os.path.join(directory, "daemon.toml")
         with open(config, "w") as handle:
             handle.write(f'control = "{self.endpoint}"\ndata_dir = "{directory}/data"\n'
                          f'log_level = "WARNING"\ninsecure = true\n')
         self.process = subprocess.Popen([os.path.join(BIN, "summa-daemon"), "--config", config],
-                                        stdout=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+                                        stdout=subprocess.PIPE, stderr=stderr, text=True,
+                                        env={**os.environ, **(env or {})})
         assert "control on" in read_line(self.process.stdout, 30)
 
     def submit(self, *args, timeout=600):

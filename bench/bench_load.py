@@ -26,37 +26,27 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import fields
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+import bench_daemon  # noqa: E402
 from tables import table  # noqa: E402
-from daemon_helpers import children, write_csv  # noqa: E402
-from worker_helpers import free_port, read_line  # noqa: E402
+from daemon_helpers import write_csv  # noqa: E402
 
 from summa_aggregation.cython_ext.proof import verify_proof  # noqa: E402
 from summa_aggregation.daemon.client import DaemonClient  # noqa: E402
-from summa_aggregation.daemon.config import DaemonConfig  # noqa: E402
 from summa_aggregation.worker.protocol import SubmitRequest  # noqa: E402
 
 BIN = os.path.dirname(sys.executable)
 FINISHED = ("done", "failed", "cancelled")
 
 
-class Daemon:
+class Daemon(bench_daemon.Daemon):
+    """bench_daemon's daemon, quiet, with the probes a load test needs."""
+
     def __init__(self, directory, env=None):
-        self.endpoint = f"tcp://127.0.0.1:{free_port()}"
-        config = os.path.join(directory, "daemon.toml")
-        with open(config, "w") as handle:
-            handle.write(f'control = "{self.endpoint}"\ndata_dir = "{directory}/data"\n'
-                         f'log_level = "WARNING"\n')
-            if "insecure" in {f.name for f in fields(DaemonConfig)}:
-                handle.write("insecure = true\n")   # plaintext: the client here has no keys
-        self.process = subprocess.Popen([os.path.join(BIN, "summa-daemon"), "--config", config],
-                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                        env={**os.environ, **(env or {})})
-        assert "control on" in read_line(self.process.stdout, 30)
+        super().__init__(directory, env, stderr=subprocess.DEVNULL)
 
     def client(self, timeout=60):
         return DaemonClient(self.endpoint, timeout=timeout)
@@ -76,15 +66,6 @@ class Daemon:
 
     def fds(self):
         return len(os.listdir(f"/proc/{self.process.pid}/fd"))
-
-    def children(self):
-        return sorted(children(self.process.pid))     # the worker processes it started
-
-    def stop(self):
-        with self.client(timeout=30) as client:
-            client.shutdown()
-        self.process.wait(60)
-        self.process.stdout.close()
 
 
 def burst(daemon, clients, requests, status_job, proof_job, entries, root):

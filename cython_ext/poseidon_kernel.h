@@ -406,34 +406,30 @@ static int sk_backend_available(int backend) {
 }
 
 /* Schedule from canonical words: 8 full rounds x 2, 56 partial, MDS (4), then
- * m00, m01*m10, m11, m01, 1/m01 -- all derived in params.kernel_schedule(). */
+ * m00, m01*m10, m11, m01, 1/m01 -- all derived in params.kernel_schedule().
+ * The layout lives here once; LOAD(dst, word) converts one constant for a backend. */
+#define SK_LOAD_SCHEDULE(LOAD, P)                                                            \
+    do {                                                                                     \
+        for (int r = 0; r < 2 * SK_FULL_HALF; r++)                                           \
+            for (int i = 0; i < 2; i++) LOAD(&P##full_rc[r][i], full_rc + 32 * (2 * r + i)); \
+        for (int r = 0; r < SK_PARTIAL; r++) LOAD(&P##partial_rc[r], partial_rc + 32 * r);  \
+        for (int i = 0; i < 2; i++)                                                          \
+            for (int j = 0; j < 2; j++) LOAD(&P##mds[i][j], mds + 32 * (2 * i + j));         \
+        LOAD(&P##m00, partial_matrix);                                                       \
+        LOAD(&P##m01m10, partial_matrix + 32);                                               \
+        LOAD(&P##m11, partial_matrix + 64);                                                  \
+        LOAD(&P##m01, partial_matrix + 96);                                                  \
+        LOAD(&P##m01_inv, partial_matrix + 128);                                             \
+    } while (0)
+
 static void sk_init(const uint8_t *full_rc, const uint8_t *partial_rc, const uint8_t *mds,
                     const uint8_t *partial_matrix) {
-    for (int r = 0; r < 2 * SK_FULL_HALF; r++)
-        for (int i = 0; i < 2; i++) fe_from_words(&sk_full_rc[r][i], full_rc + 32 * (2 * r + i));
-    for (int r = 0; r < SK_PARTIAL; r++) fe_from_words(&sk_partial_rc[r], partial_rc + 32 * r);
-    for (int i = 0; i < 2; i++)
-        for (int j = 0; j < 2; j++) fe_from_words(&sk_mds[i][j], mds + 32 * (2 * i + j));
-    fe_from_words(&sk_m00, partial_matrix);
-    fe_from_words(&sk_m01m10, partial_matrix + 32);
-    fe_from_words(&sk_m11, partial_matrix + 64);
-    fe_from_words(&sk_m01, partial_matrix + 96);
-    fe_from_words(&sk_m01_inv, partial_matrix + 128);
+    SK_LOAD_SCHEDULE(fe_from_words, sk_);
     sk_backend = SK_BACKEND_PORTABLE;
     sk_adx_available = sk_backend_available(SK_BACKEND_ADX);
 #if SK_HAVE_X86
     if (sk_backend_available(SK_BACKEND_IFMA)) {
-        for (int r = 0; r < 2 * SK_FULL_HALF; r++)
-            for (int i = 0; i < 2; i++)
-                s8_const_from_word(&s8_full_rc[r][i], full_rc + 32 * (2 * r + i));
-        for (int r = 0; r < SK_PARTIAL; r++) s8_const_from_word(&s8_partial_rc[r], partial_rc + 32 * r);
-        for (int i = 0; i < 2; i++)
-            for (int j = 0; j < 2; j++) s8_const_from_word(&s8_mds[i][j], mds + 32 * (2 * i + j));
-        s8_const_from_word(&s8_m00, partial_matrix);
-        s8_const_from_word(&s8_m01m10, partial_matrix + 32);
-        s8_const_from_word(&s8_m11, partial_matrix + 64);
-        s8_const_from_word(&s8_m01, partial_matrix + 96);
-        s8_const_from_word(&s8_m01_inv, partial_matrix + 128);
+        SK_LOAD_SCHEDULE(s8_const_from_word, s8_);
         sk_backend = SK_BACKEND_IFMA;
     } else if (sk_backend_available(SK_BACKEND_ADX)) {
         sk_backend = SK_BACKEND_ADX;
