@@ -4,7 +4,9 @@ One thread (serve()) owns the control ROUTER, the cancel PUB and an inproc PULL 
 runner threads ask for cancellations to be published. Each running job has its own runner
 thread (job.py) with its own executor sockets. Job records live in DATA_DIR/jobs/ and
 results in DATA_DIR/results/; both survive restarts, and a job that was running when the
-daemon died is marked failed (interrupted) when it comes back.
+daemon died is marked failed (interrupted) when it comes back. With max_memory_mb set, a
+memory guard (worker/memory.py) watches the heap; over the budget, the control socket is
+closed, freeing what its clients made libzmq hold, and bound afresh.
 """
 import collections
 import fcntl
@@ -22,6 +24,7 @@ import zmq
 from ..cython_ext import store
 from ..worker import protocol as wire
 from ..worker.keys import KeysError, start_authenticator
+from ..worker.memory import MemoryGuard, over_limit_message, rebind
 from ..worker.protocol import Code, ProtocolError
 from . import spawners
 from .config import ConfigError
@@ -45,11 +48,15 @@ class Daemon:
         os.makedirs(self.results_dir, exist_ok=True)
         self._lock = self._lock_data_dir(config.data_dir)
         spawners.cleanup_leftovers(config)     # containers of an earlier run that crashed
-        self.authenticator, curve = self._start_curve(config)
-        self.control = wire.new_socket(self.context, zmq.ROUTER, CONTROL_MAX_MESSAGE_BYTES, curve=curve)
+        self.authenticator, self.curve = self._start_curve(config)
+        self.control = self._control_socket()
         self.control.bind(config.control)
         self.control_endpoint = self.control.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.pub = wire.new_socket(self.context, zmq.PUB, curve=curve)
+        self.guard = self.memory_alarm = None
+        if config.max_memory_mb:
+            self.guard = MemoryGuard(self.context, config.max_memory_mb << 20, "summa-daemon")
+            self.memory_alarm = self.guard.subscribe()
+        self.pub = wire.new_socket(self.context, zmq.PUB, curve=self.curve)
         self.pub.bind(config.cancel)
         bound = self.pub.getsockopt_string(zmq.LAST_ENDPOINT)
         self.cancel_endpoint = config.cancel_public or bound.replace("0.0.0.0", "127.0.0.1")
@@ -79,6 +86,9 @@ class Daemon:
             return start_authenticator(self.context, keys.authorized(), "summa-daemon"), curve
         except KeysError as error:
             raise ConfigError(str(error)) from None
+
+    def _control_socket(self):
+        return wire.new_socket(self.context, zmq.ROUTER, CONTROL_MAX_MESSAGE_BYTES, curve=self.curve)
 
     @staticmethod
     def _lock_data_dir(data_dir):
@@ -112,16 +122,19 @@ class Daemon:
     # ---- the loop ---------------------------------------------------------------------------
 
     def serve(self):
-        poller = zmq.Poller()
-        poller.register(self.control, zmq.POLLIN)
-        poller.register(self.events, zmq.POLLIN)
+        self.poller = zmq.Poller()
+        for sock in filter(None, (self.control, self.events, self.memory_alarm)):
+            self.poller.register(sock, zmq.POLLIN)
         try:
             while not self.stopping.is_set():
-                for sock, _ in poller.poll(POLL_MS):
+                for sock, _ in self.poller.poll(POLL_MS):
                     if sock is self.control:
                         self._on_request(self.control.recv_multipart(copy=False))
-                    else:
+                    elif sock is self.memory_alarm:
+                        self._on_memory_alarm()
+                    elif sock is self.events:
                         self._publish_cancel(self.events.recv().decode())
+                    # else: the control socket an alarm just replaced
                 self._reap_runners()
                 self._start_queued()
         finally:
@@ -145,6 +158,13 @@ class Daemon:
                 runner.join()
                 del self.runners[job_id]
 
+    def _on_memory_alarm(self):
+        log.warning(over_limit_message(self.memory_alarm, self.config.max_memory_mb << 20,
+                                       f"dropping every client of {self.control_endpoint}"))
+        self.poller.unregister(self.control)
+        self.control = rebind(self.control, self._control_socket, self.control_endpoint)
+        self.poller.register(self.control, zmq.POLLIN)
+
     def _publish_cancel(self, job_id):
         self.pub.send_multipart([wire.cancel_topic(job_id)])
 
@@ -159,8 +179,10 @@ class Daemon:
             self._publish_cancel(job_id)
         for runner in self.runners.values():
             runner.join()     # each runner terminates its own workers, with bounded waits
-        for sock in (self.control, self.pub, self.events):
+        for sock in filter(None, (self.control, self.pub, self.events, self.memory_alarm)):
             sock.close(linger=0)
+        if self.guard is not None:
+            self.guard.stop()
         if self.authenticator is not None:
             self.authenticator.stop()
         self._lock.close()

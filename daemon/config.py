@@ -37,6 +37,7 @@ class DaemonConfig:
     cloud_port: int = 4000                  # replica N listens on cloud_port + N on its host
     verify_leaves: int = 8                  # leaves of each returned mini-tree checked (0: none)
     verify_full: bool = False               # rebuild every mini-tree here and compare it all
+    max_memory_mb: int = 0                  # heap budget; over it, control clients are dropped (0: none)
     keys_dir: str = ""                      # CURVE key directory (summa-keys)
     insecure: bool = False                  # plaintext sockets; only when asked for, with a warning
 
@@ -61,7 +62,7 @@ class DaemonConfig:
         if self.default_executors > MAX_EXECUTORS:
             raise ConfigError(f"{where}: default_executors must be at most {MAX_EXECUTORS}")
         for name, low in (("max_parallel_jobs", 1), ("heartbeat_liveness", 1), ("max_retries", 0),
-                          ("verify_leaves", 0),
+                          ("verify_leaves", 0), ("max_memory_mb", 0),
                           ("default_executors", 1), ("worker_threads", 1)):
             if getattr(self, name) < low:
                 raise ConfigError(f"{where}: {name} must be at least {low}")

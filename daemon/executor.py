@@ -5,7 +5,9 @@ the worker says, and heartbeat() pings a busy worker and tells when it has been 
 interval x liveness (Paranoid Pirate). A dead executor is replaced through its spawner; one
 that cannot be replaced by a fresh worker reconnects with a doubling back-off and is on
 probation, getting no batch until it answers a PING; after max_retries silent spells in a row
-the job gives up on that address.
+the job gives up on that address. A busy executor's PING names its batch; a PONG saying the
+worker does not hold it (the worker restarted in place, or dropped its connections) means the
+batch was lost and goes to another worker.
 """
 
 import time
@@ -20,6 +22,8 @@ class Executor:
         self.endpoint, self.name = endpoint, name or endpoint
         self.handle = handle           # the spawner's own record (a process, a container...)
         self.socket = None
+        self.job = None                # the job id of that batch
+        self.batch_ping = 0            # the first PING sent after that batch's BUILD
         self.batch = None              # the batch index it builds, None when idle
         self.sent_at = self.last_heard = self.next_ping = 0.0
         self.ready_at = 0.0            # not used before this time (reconnect back-off)
@@ -40,8 +44,9 @@ class Executor:
     def usable(self, now):
         return self.batch is None and not self.probation and self.ready_at <= now
 
-    def start(self, batch, frames, now):
-        self.batch = batch
+    def start(self, job, batch, frames, now):
+        self.job, self.batch = job, batch
+        self.batch_ping = self.ping_seq + 1
         self.socket.send_multipart(frames, copy=False)
         self.sent_at = self.last_heard = now
         self.next_ping = now
@@ -58,9 +63,20 @@ class Executor:
             return True
         if now >= self.next_ping:
             self.ping_seq += 1
-            self.socket.send_multipart(wire.frames(wire.PING, {"seq": self.ping_seq}))
+            ping = {"seq": self.ping_seq}
+            if self.batch is not None:
+                ping.update(job=self.job, batch=self.batch)
+            self.socket.send_multipart(wire.frames(wire.PING, ping))
             self.next_ping = now + interval
         return False
+
+    def lost_batch(self, command, body):
+        """True when `body` is a PONG saying the worker does not hold our batch (any more).
+        Only a PING sent after the BUILD counts: it reached the worker after the BUILD did."""
+        seq = body.get("seq")
+        return command == wire.PONG and self.batch is not None and body.get("holds") is False \
+            and body.get("job") == self.job and body.get("batch") == self.batch \
+            and type(seq) is int and seq >= self.batch_ping
 
     def receive(self, now):
         """The worker's next (command, body); any message at all proves it is alive."""

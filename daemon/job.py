@@ -242,7 +242,7 @@ class JobRunner(threading.Thread):
             for executor in self.executors:
                 if depth is not None and pending and executor.usable(now):
                     index = pending.popleft()
-                    executor.start(index, self._request_frames(batches, index, depth), now)
+                    executor.start(self.job.id, index, self._request_frames(batches, index, depth), now)
             for sock, _ in poller.poll(POLL_MS if loaded else LOADING_POLL_MS):
                 executor = next((e for e in self.executors if e.socket is sock), None)
                 if executor is not None:     # None: quarantined a moment ago
@@ -277,6 +277,11 @@ class JobRunner(threading.Thread):
             log.warning("job %s: unreadable message from %s: %s", self.job.id, executor.name, error)
             return 0
         index = executor.batch
+        if executor.lost_batch(command, body):
+            executor.batch = None
+            self._retry(index, f"{executor.name} no longer holds it (restarted, or dropped its "
+                        f"connections)", pending, attempts)
+            return 0
         if command == wire.PONG or index is None or body.get("batch") != index:
             return 0                   # a heartbeat, or an answer to a batch already retried
         executor.batch = None

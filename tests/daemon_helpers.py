@@ -11,10 +11,14 @@ import random
 import re
 import signal
 import subprocess
+import threading
 import uuid
 
 from summa_aggregation.cython_ext.tree import MerkleSumTree, depth_for
+from summa_aggregation.daemon.broker import Daemon
 from summa_aggregation.daemon.client import DaemonClient
+from summa_aggregation.daemon.config import DaemonConfig
+from summa_aggregation.worker.protocol import SubmitRequest
 
 from worker_helpers import BIN, read_line, wait_until
 
@@ -247,3 +251,26 @@ def single_tree_root(entries, layout="interleaved"):
 def job_id_of(stdout):
     """The first line of summa-submit build's stdout."""
     return stdout.splitlines()[0].strip()
+
+
+def run_job(tmp_path, endpoints, csv, batch_size=64, while_running=None, **config):
+    """One job on an in-process daemon whose mock spawner hands out the workers at `endpoints`;
+    while_running() is called once the job runs. Returns the job's final record."""
+    daemon = Daemon(DaemonConfig(control="inproc://run-job", cancel="tcp://127.0.0.1:*",
+                                 data_dir=str(tmp_path / "data"), heartbeat_interval=0.2,
+                                 max_retries=2, insecure=True, **config),
+                    spawner_options={"endpoints": endpoints})
+    serving = threading.Thread(target=daemon.serve)
+    serving.start()
+    try:
+        with DaemonClient(daemon.control_endpoint, timeout=30) as client:
+            job = client.submit(SubmitRequest([str(csv)], len(endpoints), "mock", "interleaved", 14,
+                                              batch_size))
+            if while_running is not None:
+                wait_until(lambda: client.status(job)["state"] != "queued", seconds=60, interval=0.01)
+                while_running()
+            wait_until(lambda: client.status(job)["state"] in FINISHED, seconds=120, interval=0.05)
+            return client.status(job)
+    finally:
+        daemon.stop()
+        serving.join()

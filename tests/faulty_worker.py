@@ -4,6 +4,8 @@ changes one node of what it returns. SUMMA_FAULT picks which:
   root-balance    the root's first balance (+1)
   top-child       the hash of the root's left child
   leaf-balance    the first balance of the last real leaf (+1)
+  forget-first    no lie: it drops the first BUILD it gets, as a worker restarted in place
+                  would, and goes on answering PINGs
 Run it as summa-worker: python tests/faulty_worker.py --bind tcp://127.0.0.1:*
 """
 import os
@@ -13,6 +15,7 @@ from summa_aggregation.worker import cli, protocol, server
 
 WORD = 32
 honest_build = server.Worker._build
+honest_accept = server.Worker._accept
 
 
 def lying_build(self, task):
@@ -35,7 +38,16 @@ def lying_build(self, task):
     return command, body
 
 
-server.Worker._build = lying_build
+def forgetful_accept(self, identity, request):
+    if getattr(self, "forgot", False):
+        return honest_accept(self, identity, request)
+    self.forgot = True
+
+
+if os.environ.get("SUMMA_FAULT") == "forget-first":
+    server.Worker._accept = forgetful_accept
+else:
+    server.Worker._build = lying_build
 
 if __name__ == "__main__":
     sys.exit(cli.main())

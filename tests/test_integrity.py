@@ -3,7 +3,6 @@ import os
 import random
 import subprocess
 import sys
-import threading
 
 import pytest
 from hypothesis import given, settings
@@ -11,14 +10,10 @@ from hypothesis import strategies as st
 
 from summa_aggregation.cython_ext.csv_reader import EntryBatch
 from summa_aggregation.cython_ext.tree import MerkleSumTree
-from summa_aggregation.daemon.broker import Daemon
-from summa_aggregation.daemon.client import DaemonClient
-from summa_aggregation.daemon.config import DaemonConfig
 from summa_aggregation.daemon.integrity import IntegrityError, check_minitree
-from summa_aggregation.worker.protocol import SubmitRequest
 
-from daemon_helpers import single_tree_root, write_csv
-from worker_helpers import random_batch, read_line, wait_until
+from daemon_helpers import run_job, single_tree_root, write_csv
+from worker_helpers import random_batch, read_line
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RECORD = 32 * 3          # two currencies
@@ -83,24 +78,6 @@ class FaultyWorker:
         self.process.stdout.close()
 
 
-def run_job(tmp_path, endpoints, csv, **config):
-    daemon = Daemon(DaemonConfig(control="inproc://integrity-test", cancel="tcp://127.0.0.1:*",
-                                 data_dir=str(tmp_path / "data"), heartbeat_interval=0.2,
-                                 max_retries=2, insecure=True, **config),
-                    spawner_options={"endpoints": endpoints})
-    serving = threading.Thread(target=daemon.serve)
-    serving.start()
-    try:
-        with DaemonClient(daemon.control_endpoint, timeout=30) as client:
-            job = client.submit(SubmitRequest([str(csv)], len(endpoints), "mock", "interleaved", 14, 64))
-            wait_until(lambda: client.status(job)["state"] in ("done", "failed", "cancelled"),
-                       seconds=120, interval=0.05)
-            return client.status(job)
-    finally:
-        daemon.stop()
-        serving.join()
-
-
 @pytest.fixture
 def honest():
     from worker_helpers import WorkerProcess
@@ -142,3 +119,15 @@ def test_full_mode_catches_a_lie_about_one_leaf(tmp_path, honest):
         liar.stop()
     assert record["state"] == "done" and record["root"] == single_tree_root(entries)
     assert record["quarantined"] == [liar.endpoint]
+
+
+def test_a_batch_the_worker_no_longer_holds_is_sent_again(tmp_path, caplog):
+    """PONGs alone do not keep a batch waiting: a worker that lost it says so, and gets it again."""
+    entries = write_csv(tmp_path / "e.csv", 256, seed=11)
+    forgetful = FaultyWorker("forget-first")
+    try:
+        record = run_job(tmp_path, [forgetful.endpoint], tmp_path / "e.csv")
+    finally:
+        forgetful.stop()
+    assert record["state"] == "done" and record["root"] == single_tree_root(entries), record
+    assert "no longer holds it" in caplog.text

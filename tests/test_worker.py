@@ -247,10 +247,21 @@ def test_port_offset_and_environment(sockets):
         process.stop()
 
 
-def test_bad_options_exit_2_with_one_line():
-    result = subprocess.run([os.path.join(BIN, "summa-worker"), "--threads", "0"],
+@pytest.mark.parametrize("option", [("--threads", "0"), ("--max-memory-mb", "-1")])
+def test_bad_options_exit_2_with_one_line(option):
+    result = subprocess.run([os.path.join(BIN, "summa-worker"), *option, "--insecure"],
                             capture_output=True, text=True, timeout=30)
-    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert option[0] in result.stderr
+
+
+def test_the_memory_limit_defaults_to_what_the_work_needs_and_is_announced():
+    derived = WorkerProcess("--threads", "2", "--max-message-mb", "10")
+    derived.stop()
+    assert "memory limit 336 MiB" in derived.first_line      # (3 x 2 + 2) x 10 + 256
+    chosen = WorkerProcess(env={"SUMMA_WORKER_MAX_MEMORY_MB": "300"})
+    chosen.stop()
+    assert "memory limit 300 MiB" in chosen.first_line
 
 
 def test_test_sending_entry_script_prints_the_seed_json(vectors):

@@ -43,7 +43,7 @@ class WorkerProcess:
         self.process = subprocess.Popen([os.path.join(BIN, "summa-worker"), "--bind", bind, *args],
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         text=True, env=full_env)
-        line = read_line(self.process.stdout, 30)
+        self.first_line = line = read_line(self.process.stdout, 30)
         if "listening on" not in line:
             self.process.kill()
             self.process.wait(30)

@@ -4,7 +4,7 @@ Every option can also come from the environment, which is how a container or a S
 configures it: SUMMA_WORKER_BIND, SUMMA_WORKER_CANCEL, SUMMA_WORKER_THREADS,
 SUMMA_WORKER_PORT_OFFSET (added to the port of the bind address; a Swarm service sets it from
 its task slot, so replicas sharing a host's network do not collide), SUMMA_WORKER_MAX_MESSAGE_MB,
-SUMMA_WORKER_KEYS (a key directory: CURVE on every socket), SUMMA_WORKER_INSECURE=1 (plaintext:
+SUMMA_WORKER_MAX_MEMORY_MB, SUMMA_WORKER_KEYS (a key directory: CURVE on every socket), SUMMA_WORKER_INSECURE=1 (plaintext:
 without keys, the worker refuses to start unless this is set).
 """
 import argparse
@@ -64,6 +64,9 @@ def _parser():
     parser.add_argument("--max-message-mb", type=int,
                         default=_env_int("SUMMA_WORKER_MAX_MESSAGE_MB", DEFAULT_MAX_MESSAGE_BYTES >> 20),
                         help="largest message accepted, in MiB (default %(default)s)")
+    parser.add_argument("--max-memory-mb", type=int, default=_env_int("SUMMA_WORKER_MAX_MEMORY_MB", 0),
+                        help="heap budget in MiB; over it the worker drops every connection and its "
+                             "work (default: (3 x threads + 2) x the message limit + 256)")
     parser.add_argument("--keys", metavar="DIR", default=os.environ.get("SUMMA_WORKER_KEYS") or None,
                         help="CURVE key directory (summa-keys); without it sockets are plaintext")
     parser.add_argument("--insecure", action="store_true",
@@ -93,8 +96,9 @@ class StopOnSignals:
 def main(argv=None):
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="summa-worker: %(levelname)s %(message)s")
-    if args.threads < 1 or args.max_message_mb < 1:
-        print("summa-worker: error: --threads and --max-message-mb must be at least 1", file=sys.stderr)
+    if args.threads < 1 or args.max_message_mb < 1 or args.max_memory_mb < 0:
+        print("summa-worker: error: --threads and --max-message-mb must be at least 1, "
+              "--max-memory-mb at least 0 (0: the default)", file=sys.stderr)
         return 2
     bind = with_port_offset(args.bind, args.port_offset)
     try:
@@ -104,7 +108,8 @@ def main(argv=None):
         if keys is None:
             logging.getLogger("summa.worker").warning(
                 "--insecure: this worker's sockets are neither encrypted nor authenticated")
-        worker = Worker(bind, args.cancel, args.threads, args.max_message_mb << 20, keys=keys)
+        worker = Worker(bind, args.cancel, args.threads, args.max_message_mb << 20, keys=keys,
+                        max_memory_bytes=args.max_memory_mb << 20)
     except KeysError as error:
         print(f"summa-worker: error: {error}", file=sys.stderr)
         return 2
@@ -112,7 +117,8 @@ def main(argv=None):
         print(f"summa-worker: error: cannot bind {bind}: {error}", file=sys.stderr)
         return 2
     print(f"summa-worker: listening on {worker.endpoint} (kernel {_kernel.backend()}, "
-          f"{args.threads} thread{'s' if args.threads > 1 else ''})", flush=True)
+          f"{args.threads} thread{'s' if args.threads > 1 else ''}, memory limit "
+          f"{worker.max_memory_bytes >> 20} MiB)", flush=True)
     with StopOnSignals(worker):
         worker.serve()
     print("summa-worker: stopped", flush=True)

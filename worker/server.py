@@ -5,6 +5,10 @@ once, checks each BUILD and queues it, obeys CANCEL from the ROUTER or the cance
 forwards what the compute threads produce. Compute threads run the kernel with the GIL
 released, so a long build never delays a PONG; each sends its reply through its own inproc
 PUSH socket back to the socket thread.
+
+A memory guard (memory.py) watches the heap: over the limit, the worker drops every
+connection and all its work, and listens afresh; PONG tells a client whether the worker
+still holds the batch it asked about, so a lost one is sent again.
 """
 import collections
 import json
@@ -19,12 +23,20 @@ from ..cython_ext import _kernel
 from ..cython_ext.tree import MerkleSumTree, RangeCheckError
 from . import protocol as wire
 from .keys import start_authenticator
+from .memory import MemoryGuard, over_limit_message, rebind
 from .protocol import Code, ProtocolError
 
 log = logging.getLogger("summa.worker")
 
 POLL_MS = 100                 # how often the loop looks at the stop flag
 REMEMBERED_CANCELS = 4096     # cancelled job ids kept, to refuse their late batches
+BASE_MEMORY_BYTES = 256 << 20   # the heap of an idle worker is far less
+
+
+def default_memory_limit(max_message_bytes, threads):
+    """What a worker may legitimately hold: per compute thread its request, its tree and the
+    packed answer; one more request being read and one queued; some room for the rest."""
+    return (3 * threads + 2) * max_message_bytes + BASE_MEMORY_BYTES
 
 
 class _Task:
@@ -34,16 +46,21 @@ class _Task:
 
 class Worker:
     def __init__(self, bind, cancel_endpoint=None, threads=1,
-                 max_message_bytes=wire.DEFAULT_MAX_MESSAGE_BYTES, context=None, keys=None):
+                 max_message_bytes=wire.DEFAULT_MAX_MESSAGE_BYTES, context=None, keys=None,
+                 max_memory_bytes=None):
         self.context = context or zmq.Context.instance()
         self.max_message_bytes = max_message_bytes
         curve, self.authenticator = None, None
         if keys is not None:    # CURVE: only peers with a key in keys/authorized get through
             curve = keys.curve("worker")
             self.authenticator = start_authenticator(self.context, keys.authorized(), "summa-worker")
+        self.curve = curve
         self.router = wire.new_socket(self.context, zmq.ROUTER, max_message_bytes, curve=curve)
         self.router.bind(bind)
         self.endpoint = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.max_memory_bytes = max_memory_bytes or default_memory_limit(max_message_bytes, threads)
+        self.guard = MemoryGuard(self.context, self.max_memory_bytes, "summa-worker")
+        self.memory_alarm = self.guard.subscribe()
         self.sub = None
         if cancel_endpoint:
             self.sub = wire.new_socket(self.context, zmq.SUB,
@@ -68,23 +85,48 @@ class Worker:
         """Run until stop() is called (from any thread or a signal handler's queue)."""
         for thread in self.threads:
             thread.start()
-        poller = zmq.Poller()
-        for sock in filter(None, (self.router, self.sub, self.results)):
-            poller.register(sock, zmq.POLLIN)
+        self.poller = zmq.Poller()
+        for sock in filter(None, (self.router, self.sub, self.results, self.memory_alarm)):
+            self.poller.register(sock, zmq.POLLIN)
         try:
             while not self.stopping.is_set():
-                for sock, _ in poller.poll(POLL_MS):
+                for sock, _ in self.poller.poll(POLL_MS):
                     if sock is self.router:
                         self._on_request(self.router.recv_multipart(copy=False))
                     elif sock is self.sub:
                         self._on_cancel_broadcast(self.sub.recv_multipart())
-                    else:
-                        self.router.send_multipart(self.results.recv_multipart(copy=False), copy=False)
+                    elif sock is self.memory_alarm:
+                        self._on_memory_alarm()
+                    elif sock is self.results:
+                        self._forward_results()
+                    # else: the router an alarm just replaced
         finally:
             self._shut_down()
 
     def stop(self):
         self.stopping.set()
+
+    def _forward_results(self):
+        """Every answer the compute threads have queued (a PING may have taken them already,
+        after the poll said there were some: never block here)."""
+        while self.results.poll(0):
+            self.router.send_multipart(self.results.recv_multipart(copy=False), copy=False)
+
+    def _on_memory_alarm(self):
+        log.warning(over_limit_message(self.memory_alarm, self.max_memory_bytes,
+                                       f"dropping every connection to {self.endpoint} and all work"))
+        with self.active_lock:
+            for tasks in self.active.values():
+                for task in tasks:
+                    task.control.cancel()    # answers go to connections that are gone
+        self.poller.unregister(self.router)
+        self.router = rebind(self.router, lambda: wire.new_socket(
+            self.context, zmq.ROUTER, self.max_message_bytes, curve=self.curve), self.endpoint)
+        self.poller.register(self.router, zmq.POLLIN)
+
+    def _holds(self, job, batch):
+        with self.active_lock:
+            return any(task.request.batch == batch for task in self.active.get(job, ()))
 
     def _reply(self, identity, command, body):
         self.router.send_multipart([identity, *wire.frames(command, body)])
@@ -103,8 +145,15 @@ class Worker:
 
     def _dispatch(self, identity, command, body):
         if command == wire.PING:
-            self._reply(identity, wire.PONG, {"seq": body.get("seq"), "queued": self.tasks.qsize(),
-                                              "running": self.running, "threads": len(self.threads)})
+            pong = {"seq": body.get("seq"), "queued": self.tasks.qsize(), "running": self.running,
+                    "threads": len(self.threads)}
+            job, batch = body.get("job"), body.get("batch")
+            if isinstance(job, str) and type(batch) is int:
+                # a finished task leaves `active` only after its answer is queued for us, so
+                # the answer goes out first, and a client told "not held" has had it already
+                pong.update(job=job, batch=batch, holds=self._holds(job, batch))
+                self._forward_results()
+            self._reply(identity, wire.PONG, pong)
         elif command == wire.BUILD:
             self._accept(identity, wire.check_build(body))
         elif command == wire.CANCEL:
@@ -151,10 +200,10 @@ class Worker:
         for thread in self.threads:
             thread.join(timeout=2)
         # replies the compute threads sent while we were stopping still reach their clients
-        while self.results.poll(0):
-            self.router.send_multipart(self.results.recv_multipart())
-        for sock in filter(None, (self.router, self.sub, self.results)):
+        self._forward_results()
+        for sock in filter(None, (self.router, self.sub, self.results, self.memory_alarm)):
             sock.close(linger=0)
+        self.guard.stop()
         if self.authenticator is not None:
             self.authenticator.stop()
 
