@@ -4,9 +4,9 @@ One thread (serve()) owns the control ROUTER, the cancel PUB and an inproc PULL 
 runner threads ask for cancellations to be published. Each running job has its own runner
 thread (job.py) with its own executor sockets. Job records live in DATA_DIR/jobs/ and
 results in DATA_DIR/results/; both survive restarts, and a job that was running when the
-daemon died is marked failed (interrupted) when it comes back. With max_memory_mb set, a
-memory guard (worker/memory.py) watches the heap; over the budget, the control socket is
-closed, freeing what its clients made libzmq hold, and bound afresh.
+daemon died is marked failed (interrupted) when it comes back. A memory guard
+(worker/memory.py) watches the heap; over max_memory_mb, the control socket is closed,
+freeing what its clients made libzmq hold, and bound afresh.
 """
 import collections
 import fcntl
@@ -24,7 +24,7 @@ import zmq
 from ..cython_ext import store
 from ..worker import protocol as wire
 from ..worker.keys import KeysError, start_authenticator
-from ..worker.memory import MemoryGuard, over_limit_message, rebind
+from ..worker.memory import MemoryGuard, default_budget, over_limit_message, rebind
 from ..worker.protocol import Code, ProtocolError
 from . import spawners
 from .config import ConfigError
@@ -52,10 +52,9 @@ class Daemon:
         self.control = self._control_socket()
         self.control.bind(config.control)
         self.control_endpoint = self.control.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.guard = self.memory_alarm = None
-        if config.max_memory_mb:
-            self.guard = MemoryGuard(self.context, config.max_memory_mb << 20, "summa-daemon")
-            self.memory_alarm = self.guard.subscribe()
+        self.max_memory_bytes = (config.max_memory_mb << 20) or default_budget()
+        self.guard = MemoryGuard(self.context, self.max_memory_bytes, "summa-daemon")
+        self.memory_alarm = self.guard.subscribe()
         self.pub = wire.new_socket(self.context, zmq.PUB, curve=self.curve)
         self.pub.bind(config.cancel)
         bound = self.pub.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -123,7 +122,7 @@ class Daemon:
 
     def serve(self):
         self.poller = zmq.Poller()
-        for sock in filter(None, (self.control, self.events, self.memory_alarm)):
+        for sock in (self.control, self.events, self.memory_alarm):
             self.poller.register(sock, zmq.POLLIN)
         try:
             while not self.stopping.is_set():
@@ -159,7 +158,7 @@ class Daemon:
                 del self.runners[job_id]
 
     def _on_memory_alarm(self):
-        log.warning(over_limit_message(self.memory_alarm, self.config.max_memory_mb << 20,
+        log.warning(over_limit_message(self.memory_alarm, self.max_memory_bytes,
                                        f"dropping every client of {self.control_endpoint}"))
         self.poller.unregister(self.control)
         self.control = rebind(self.control, self._control_socket, self.control_endpoint)
@@ -179,10 +178,9 @@ class Daemon:
             self._publish_cancel(job_id)
         for runner in self.runners.values():
             runner.join()     # each runner terminates its own workers, with bounded waits
-        for sock in filter(None, (self.control, self.pub, self.events, self.memory_alarm)):
+        for sock in (self.control, self.pub, self.events, self.memory_alarm):
             sock.close(linger=0)
-        if self.guard is not None:
-            self.guard.stop()
+        self.guard.stop()
         if self.authenticator is not None:
             self.authenticator.stop()
         self._lock.close()

@@ -37,7 +37,7 @@ class DaemonConfig:
     cloud_port: int = 4000                  # replica N listens on cloud_port + N on its host
     verify_leaves: int = 8                  # leaves of each returned mini-tree checked (0: none)
     verify_full: bool = False               # rebuild every mini-tree here and compare it all
-    max_memory_mb: int = 0                  # heap budget; over it, control clients are dropped (0: none)
+    max_memory_mb: int = 0                  # heap budget; over it, control clients are dropped (0: 3/4 of RAM)
     keys_dir: str = ""                      # CURVE key directory (summa-keys)
     insecure: bool = False                  # plaintext sockets; only when asked for, with a warning
 

@@ -58,3 +58,14 @@ def test_container_worker_answers_the_seed_script_and_stops_on_sigterm(container
                            capture_output=True, text=True, timeout=30)
     assert state.stdout.strip() == "0"       # summa-worker's own SIGTERM path, not a SIGKILL
     assert "summa-worker: stopped" in _logs(name)
+
+
+@pytest.mark.timeout(300)
+def test_a_container_memory_limit_caps_the_workers_budget(image):
+    """Three quarters of the container's limit, so the worker sheds a flood before the OOM killer."""
+    ran = subprocess.run(["docker", "run", "--rm", "--network", "host", "--memory", "300m",
+                          "-e", "SUMMA_WORKER_BIND=tcp://127.0.0.1:*", "-e", "SUMMA_WORKER_INSECURE=1",
+                          "--entrypoint", "/bin/sh", image, "-c",
+                          "timeout -s TERM 5 summa-worker --max-message-mb 1024 | head -n 1"],
+                         capture_output=True, text=True, timeout=240)
+    assert "memory limit 225 MiB" in ran.stdout, (ran.stdout, ran.stderr)

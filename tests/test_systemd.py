@@ -40,7 +40,7 @@ BIN_DIR = Path(os.path.dirname(sys.executable))
 # Where the units expect the package (a virtualenv, as in the Docker image).
 UNIT_BIN_DIR = "/opt/summa/bin"
 
-# The daemon's config contract: every key, with the value daemon.toml gives it.
+# The daemon's config contract: every key, with its default (daemon.toml shows the defaults).
 CONFIG_DEFAULTS = {
     "control": "tcp://127.0.0.1:5555", "cancel": "tcp://127.0.0.1:*", "cancel_public": "",
     "data_dir": "/var/lib/summa-aggregation", "max_parallel_jobs": 1, "heartbeat_interval": 1.0,
@@ -48,10 +48,10 @@ CONFIG_DEFAULTS = {
     "worker_threads": 1, "log_level": "INFO", "worker_image": "summa-aggregation",
     "cloud_compose_file": "", "cloud_stack": "summa_aggregation", "cloud_service": "mini-tree",
     "cloud_hosts": ["127.0.0.1"], "cloud_port": 4000, "verify_leaves": 8, "verify_full": False,
-    "max_memory_mb": 16384, "keys_dir": "/etc/summa-aggregation/keys", "insecure": False,
+    "max_memory_mb": 0, "keys_dir": "/etc/summa-aggregation/keys", "insecure": False,
 }
 # where the example config deliberately differs from the daemon's own defaults
-NOT_DEFAULTS = {"keys_dir": "/etc/summa-aggregation/keys", "max_memory_mb": 16384}
+NOT_DEFAULTS = {"keys_dir": "/etc/summa-aggregation/keys"}
 CONFIG_KEYS = {key: type(value) for key, value in CONFIG_DEFAULTS.items()}
 WORKER_VARIABLES = {"SUMMA_WORKER_BIND", "SUMMA_WORKER_CANCEL", "SUMMA_WORKER_THREADS",
                     "SUMMA_WORKER_PORT_OFFSET", "SUMMA_WORKER_MAX_MESSAGE_MB",

@@ -66,7 +66,8 @@ def _parser():
                         help="largest message accepted, in MiB (default %(default)s)")
     parser.add_argument("--max-memory-mb", type=int, default=_env_int("SUMMA_WORKER_MAX_MEMORY_MB", 0),
                         help="heap budget in MiB; over it the worker drops every connection and its "
-                             "work (default: (3 x threads + 2) x the message limit + 256)")
+                             "work (default: (3 x threads + 2) x the message limit + 256, at most 3/4 "
+                             "of the memory available)")
     parser.add_argument("--keys", metavar="DIR", default=os.environ.get("SUMMA_WORKER_KEYS") or None,
                         help="CURVE key directory (summa-keys); without it sockets are plaintext")
     parser.add_argument("--insecure", action="store_true",

@@ -58,6 +58,48 @@ def heap_in_use():
         return None
 
 
+def _cgroup_limit():
+    """This process's cgroup memory limit (v2 memory.max or v1 memory.limit_in_bytes), or None."""
+    try:
+        with open("/proc/self/cgroup", encoding="ascii") as handle:
+            lines = [line.rstrip("\n").split(":", 2) for line in handle]
+    except OSError:
+        return None
+    limits = []
+    for _, controllers, group in lines:
+        if controllers == "":
+            root, name = "/sys/fs/cgroup", "memory.max"
+        elif "memory" in controllers.split(","):
+            root, name = "/sys/fs/cgroup/memory", "memory.limit_in_bytes"
+        else:
+            continue
+        # a container sees its own group mounted at the root, under the host's path name
+        for path in (f"{root}{group.rstrip('/')}/{name}", f"{root}/{name}"):
+            try:
+                with open(path, encoding="ascii") as handle:
+                    value = handle.read().strip()
+            except OSError:
+                continue
+            if value.isdigit():
+                limits.append(int(value))
+            break
+    return min(limits, default=None)
+
+
+def memory_available():
+    """The memory this process may use: physical memory, or its cgroup's limit if lower."""
+    total = os.sysconf("SC_PHYS_PAGES") * _PAGE
+    limit = _cgroup_limit()
+    return total if limit is None else min(total, limit)
+
+
+def default_budget(needed=None):
+    """Three quarters of the memory available (so the guard acts before the OOM killer does),
+    or `needed` bytes if that is less."""
+    share = memory_available() // 4 * 3
+    return share if needed is None else min(needed, share)
+
+
 class MemoryGuard:
     """Publishes the heap size (an ASCII number of bytes) whenever it is over `limit` bytes."""
 

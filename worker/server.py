@@ -23,7 +23,7 @@ from ..cython_ext import _kernel
 from ..cython_ext.tree import MerkleSumTree, RangeCheckError
 from . import protocol as wire
 from .keys import start_authenticator
-from .memory import MemoryGuard, over_limit_message, rebind
+from .memory import MemoryGuard, default_budget, over_limit_message, rebind
 from .protocol import Code, ProtocolError
 
 log = logging.getLogger("summa.worker")
@@ -35,8 +35,9 @@ BASE_MEMORY_BYTES = 256 << 20   # the heap of an idle worker is far less
 
 def default_memory_limit(max_message_bytes, threads):
     """What a worker may legitimately hold: per compute thread its request, its tree and the
-    packed answer; one more request being read and one queued; some room for the rest."""
-    return (3 * threads + 2) * max_message_bytes + BASE_MEMORY_BYTES
+    packed answer; one more request being read and one queued; some room for the rest. At
+    most three quarters of the memory available."""
+    return default_budget((3 * threads + 2) * max_message_bytes + BASE_MEMORY_BYTES)
 
 
 class _Task:
