@@ -5,8 +5,8 @@ runner threads ask for cancellations to be published. Each running job has its o
 thread (job.py) with its own executor sockets. Job records live in DATA_DIR/jobs/ and
 results in DATA_DIR/results/; both survive restarts, and a job that was running when the
 daemon died is marked failed (interrupted) when it comes back. A memory guard
-(worker/memory.py) watches the heap; over max_memory_mb, the control socket is closed,
-freeing what its clients made libzmq hold, and bound afresh.
+(worker/memory.py) watches the heap; over max_memory_mb, the control and cancel sockets are
+closed, freeing what their peers made libzmq hold, and bound afresh.
 """
 import collections
 import fcntl
@@ -35,6 +35,7 @@ log = logging.getLogger("summa.daemon")
 POLL_MS = 100
 CACHED_RESULTS = 4
 CONTROL_MAX_MESSAGE_BYTES = 16 << 20   # requests are small: paths, ids, names
+SUBSCRIPTION_MAX_BYTES = 4096          # what a SUB sends the cancel PUB: b"\x01cancel." + topic
 
 
 class Daemon:
@@ -55,10 +56,10 @@ class Daemon:
         self.max_memory_bytes = (config.max_memory_mb << 20) or default_budget()
         self.guard = MemoryGuard(self.context, self.max_memory_bytes, "summa-daemon")
         self.memory_alarm = self.guard.subscribe()
-        self.pub = wire.new_socket(self.context, zmq.PUB, curve=self.curve)
+        self.pub = self._cancel_socket()
         self.pub.bind(config.cancel)
-        bound = self.pub.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.cancel_endpoint = config.cancel_public or bound.replace("0.0.0.0", "127.0.0.1")
+        self.pub_endpoint = self.pub.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.cancel_endpoint = config.cancel_public or self.pub_endpoint.replace("0.0.0.0", "127.0.0.1")
         self._events_address = f"inproc://summa-daemon-events-{id(self)}"
         self.events = wire.new_socket(self.context, zmq.PULL)
         self.events.bind(self._events_address)
@@ -88,6 +89,9 @@ class Daemon:
 
     def _control_socket(self):
         return wire.new_socket(self.context, zmq.ROUTER, CONTROL_MAX_MESSAGE_BYTES, curve=self.curve)
+
+    def _cancel_socket(self):
+        return wire.new_socket(self.context, zmq.PUB, SUBSCRIPTION_MAX_BYTES, curve=self.curve)
 
     @staticmethod
     def _lock_data_dir(data_dir):
@@ -158,11 +162,15 @@ class Daemon:
                 del self.runners[job_id]
 
     def _on_memory_alarm(self):
+        """Both sockets that take connections start afresh: the control socket (half-received
+        messages) and the cancel PUB (subscriptions); workers subscribe again by themselves."""
         log.warning(over_limit_message(self.memory_alarm, self.max_memory_bytes,
-                                       f"dropping every client of {self.control_endpoint}"))
+                                       f"dropping every client of {self.control_endpoint} and "
+                                       f"every subscriber of {self.pub_endpoint}"))
         self.poller.unregister(self.control)
         self.control = rebind(self.control, self._control_socket, self.control_endpoint)
         self.poller.register(self.control, zmq.POLLIN)
+        self.pub = rebind(self.pub, self._cancel_socket, self.pub_endpoint)
 
     def _publish_cancel(self, job_id):
         self.pub.send_multipart([wire.cancel_topic(job_id)])

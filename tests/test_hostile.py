@@ -652,16 +652,16 @@ def test_a_flood_on_a_worker_mid_job_costs_retries_not_the_root(tmp_path, socket
     assert record["state"] == "done" and record["root"] == single_tree_root(entries), record
 
 
-def raw_zmtp_connection(endpoint):
-    """A TCP connection that has done a plaintext (NULL) ZMTP 3.0 handshake as a DEALER: from here
-    on, bytes go to libzmq's decoder as they are, with no sending library buffering them."""
+def raw_zmtp_connection(endpoint, socket_type=b"DEALER"):
+    """A TCP connection that has done a plaintext (NULL) ZMTP 3.0 handshake as `socket_type`: from
+    here on, bytes go to libzmq's decoder as they are, with no sending library buffering them."""
     host, port = endpoint[len("tcp://"):].rsplit(":", 1)
     connection = socket.create_connection((host, int(port)), timeout=30)
     connection.sendall(b"\xff" + bytes(8) + b"\x7f" + b"\x03\x00" + b"NULL".ljust(20, b"\x00") + bytes(32))
     greeting = b""
     while len(greeting) < 64:
         greeting += connection.recv(64 - len(greeting))
-    ready = b"\x05READY\x0bSocket-Type" + (6).to_bytes(4, "big") + b"DEALER"
+    ready = b"\x05READY\x0bSocket-Type" + len(socket_type).to_bytes(4, "big") + socket_type
     connection.sendall(b"\x04" + bytes([len(ready)]) + ready)
     return connection
 
@@ -754,6 +754,34 @@ def test_a_flood_of_frames_on_the_control_socket_stays_within_the_daemon_memory_
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.splitlines()[-1]) == single_tree_root(entries)
     assert "over the limit of 128 MiB; dropping every client of " + daemon.control in daemon.log()
+
+
+@pytest.mark.timeout(120)
+def test_a_flood_of_subscriptions_on_the_cancel_socket_stays_within_the_daemon_memory_limit(tmp_path):
+    """A PUB reads subscriptions only as fast as it publishes, up to 1000 queued per connection,
+    so the flood comes over many connections, each 1000 subscriptions of 4000 bytes."""
+    daemon = DaemonProcess(tmp_path, {"max_memory_mb": 128})
+    write_csv(tmp_path / "small.csv", 16, 2)
+    idle = peak_rss_mb(daemon.pid)
+    frame = b"\x02" + (4001).to_bytes(8, "big") + b"\x01"   # a long frame: one subscription
+    connections = []
+    try:
+        for i in range(200):        # 800 MB if the daemon kept them all
+            if "every subscriber of " in daemon.log():
+                break
+            connections.append(raw_zmtp_connection(daemon.cancel_endpoint, b"SUB"))
+            connections[-1].sendall(b"".join(frame + b"%04d.%06d" % (i, n) + bytes(3989)
+                                             for n in range(1000)))
+    except OSError:
+        pass                        # the daemon had dropped this one already
+    try:
+        wait_until(lambda: "every subscriber of " in daemon.log(), 30)
+    finally:
+        for connection in connections:
+            connection.close()
+    assert peak_rss_mb(daemon.pid) < idle + 128 + GUARD_SLACK_MB
+    done = daemon.submit("build", tmp_path / "small.csv", "--wait")   # its workers subscribe anew
+    assert done.returncode == 0, done.stderr
 
 
 # ---- 5. garbage from a "daemon": summa-submit against a server that answers nonsense ---------------
