@@ -41,7 +41,7 @@ from daemon_helpers import DaemonProcess, job_id_of, run_job, single_tree_root, 
 from worker_helpers import BIN, Sockets, WorkerProcess, random_batch, receive, wait_until
 
 RSS_BOUND_MB = 300     # "never allocates beyond the configured limits": a generous peak bound
-GUARD_SLACK_MB = 128   # what may still arrive while the memory guard notices (it looks every 2 ms)
+GUARD_SLACK_MB = 128   # what may still arrive while the memory guard notices (near the limit it looks every 2 ms)
 MIB = 1 << 20
 FUZZ = settings(max_examples=1000, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,

@@ -20,7 +20,10 @@ import zmq
 log = logging.getLogger("summa.memory")
 
 MIB = 1 << 20
-SAMPLE_SECONDS = 0.002     # the heap grows at network speed: look often (a sample costs µs)
+# A sample costs under a microsecond, a wake-up more: look as often as the heap could reach the
+# limit, assuming it cannot grow faster than memory is copied, from every 2 ms to every 100 ms.
+SAMPLE_SECONDS, MAX_SAMPLE_SECONDS = 0.002, 0.1
+FASTEST_GROWTH = 8 << 30   # bytes per second
 REPEAT_SECONDS = 1.0       # while still over the limit, say so again this often
 REBIND_SECONDS = 5.0       # how long a fresh socket may wait for its port to be free again
 
@@ -129,10 +132,11 @@ class MemoryGuard:
         pub.linger = 0
         pub.bind(self.address)
         self._ready.set()
-        said_at = None
+        said_at, pause = None, SAMPLE_SECONDS
         try:
-            while not self._stopping.wait(SAMPLE_SECONDS):
+            while not self._stopping.wait(pause):
                 used = heap_in_use()
+                pause = min(max((self.limit - used) / FASTEST_GROWTH, SAMPLE_SECONDS), MAX_SAMPLE_SECONDS)
                 if used <= self.limit:
                     said_at = None
                 elif said_at is None or time.monotonic() - said_at >= REPEAT_SECONDS:
