@@ -5,8 +5,8 @@ runner threads ask for cancellations to be published. Each running job has its o
 thread (job.py) with its own executor sockets. Job records live in DATA_DIR/jobs/ and
 results in DATA_DIR/results/; both survive restarts, and a job that was running when the
 daemon died is marked failed (interrupted) when it comes back. A memory guard
-(worker/memory.py) watches the heap; over max_memory_mb, the control and cancel sockets are
-closed, freeing what their peers made libzmq hold, and bound afresh.
+(worker/memory.py) watches the heap; over max_memory_mb, the control socket is closed,
+freeing what its clients made libzmq hold, and bound afresh.
 """
 import collections
 import fcntl
@@ -35,7 +35,8 @@ log = logging.getLogger("summa.daemon")
 POLL_MS = 100
 CACHED_RESULTS = 4
 CONTROL_MAX_MESSAGE_BYTES = 16 << 20   # requests are small: paths, ids, names
-SUBSCRIPTION_MAX_BYTES = 4096          # what a SUB sends the cancel PUB: b"\x01cancel." + topic
+SUBSCRIPTION_MAX_BYTES = 512           # b"\x01cancel.", and the CURVE handshake (276 bytes)
+SUBSCRIPTIONS_QUEUED = 64              # per connection, until the PUB next reads them
 
 
 class Daemon:
@@ -91,7 +92,9 @@ class Daemon:
         return wire.new_socket(self.context, zmq.ROUTER, CONTROL_MAX_MESSAGE_BYTES, curve=self.curve)
 
     def _cancel_socket(self):
-        return wire.new_socket(self.context, zmq.PUB, SUBSCRIPTION_MAX_BYTES, curve=self.curve)
+        sock = wire.new_socket(self.context, zmq.PUB, SUBSCRIPTION_MAX_BYTES, curve=self.curve)
+        sock.rcvhwm = SUBSCRIPTIONS_QUEUED
+        return sock
 
     @staticmethod
     def _lock_data_dir(data_dir):
@@ -160,17 +163,17 @@ class Daemon:
             if not runner.is_alive():
                 runner.join()
                 del self.runners[job_id]
+                # libzmq tears down a PUB's dead connections only when the socket processes its
+                # commands, which it does when it sends or is asked for its events: without
+                # this, each exited worker's subscription kept 32 KB until the next cancellation
+                self.pub.getsockopt(zmq.EVENTS)
 
     def _on_memory_alarm(self):
-        """Both sockets that take connections start afresh: the control socket (half-received
-        messages) and the cancel PUB (subscriptions); workers subscribe again by themselves."""
         log.warning(over_limit_message(self.memory_alarm, self.max_memory_bytes,
-                                       f"dropping every client of {self.control_endpoint} and "
-                                       f"every subscriber of {self.pub_endpoint}"))
+                                       f"dropping every client of {self.control_endpoint}"))
         self.poller.unregister(self.control)
         self.control = rebind(self.control, self._control_socket, self.control_endpoint)
         self.poller.register(self.control, zmq.POLLIN)
-        self.pub = rebind(self.pub, self._cancel_socket, self.pub_endpoint)
 
     def _publish_cancel(self, job_id):
         self.pub.send_multipart([wire.cancel_topic(job_id)])

@@ -49,9 +49,12 @@ MAX_JOB_ID = 128
 _JOB_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
+CANCEL_TOPICS = b"cancel."   # what workers subscribe to; the only subscription the daemon keeps
+
+
 def cancel_topic(job):
     """The PUB/SUB topic on which the daemon announces that `job` is cancelled."""
-    return b"cancel." + job.encode()
+    return CANCEL_TOPICS + job.encode()
 
 
 class Code(enum.IntEnum):

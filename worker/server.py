@@ -66,7 +66,7 @@ class Worker:
         if cancel_endpoint:
             self.sub = wire.new_socket(self.context, zmq.SUB,
                                        curve=curve.for_server(keys.public("daemon")) if curve else None)
-            self.sub.setsockopt(zmq.SUBSCRIBE, b"cancel.")
+            self.sub.setsockopt(zmq.SUBSCRIBE, wire.CANCEL_TOPICS)
             self.sub.connect(cancel_endpoint)
         self._results_address = f"inproc://summa-worker-results-{id(self)}"
         self.results = wire.new_socket(self.context, zmq.PULL)
@@ -178,8 +178,8 @@ class Worker:
 
     def _on_cancel_broadcast(self, parts):
         topic = bytes(parts[0])
-        if topic.startswith(b"cancel."):
-            self._cancel(topic[len(b"cancel."):].decode(errors="replace"))
+        if topic.startswith(wire.CANCEL_TOPICS):
+            self._cancel(topic[len(wire.CANCEL_TOPICS):].decode(errors="replace"))
 
     def _cancel(self, job):
         """Abort the job's running builds and drop its queued ones (each answers CANCELLED)."""
