@@ -7,6 +7,7 @@ import zmq
 
 from . import config as daemon_config
 from ..worker.cli import StopOnSignals
+from ..worker.memory import RebindError
 from .broker import Daemon
 
 
@@ -43,7 +44,11 @@ def main(argv=None):
     print(f"summa-daemon: control on {daemon.control_endpoint}, cancellations on "
           f"{daemon.cancel_endpoint}, data in {config.data_dir}", flush=True)
     with StopOnSignals(daemon):
-        daemon.serve()
+        try:
+            daemon.serve()
+        except RebindError as error:   # its jobs were stopped on the way out, as on SIGTERM
+            print(f"summa-daemon: error: {error}", file=sys.stderr)
+            return 1
     print("summa-daemon: stopped", flush=True)
     return 0
 

@@ -34,7 +34,7 @@ from summa_aggregation.daemon import spawners
 from summa_aggregation.worker import protocol as wire
 from summa_aggregation.worker.client import SEED_ENTRIES, WorkerClient, build_request
 from summa_aggregation.worker.keys import KeyDir, generate
-from summa_aggregation.worker.memory import MemoryGuard, heap_in_use
+from summa_aggregation.worker.memory import MemoryGuard, RebindError, heap_in_use, rebind
 from summa_aggregation.worker.protocol import BuildRequest, Code, ProtocolError, SubmitRequest
 
 from daemon_helpers import DaemonProcess, job_id_of, run_job, single_tree_root, write_csv
@@ -597,6 +597,16 @@ def test_the_memory_guard_says_when_the_heap_is_over_its_limit():
         alarm.close(linger=0)
         guard.stop()
         context.term()
+
+
+def test_a_reset_that_cannot_get_its_address_back_says_so_in_one_line(sockets):
+    holder = sockets(zmq.ROUTER)
+    holder.bind("tcp://127.0.0.1:*")
+    taken = holder.getsockopt_string(zmq.LAST_ENDPOINT)
+    old = sockets(zmq.ROUTER)
+    with pytest.raises(RebindError, match=r"^cannot listen on tcp://127\.0\.0\.1:\d+ again") as caught:
+        rebind(old, lambda: sockets(zmq.ROUTER), taken, seconds=0.1)
+    assert old.closed and "\n" not in str(caught.value)
 
 
 def flood_of_frames(sockets, endpoint, curve=None, frames=2000, frame_bytes=900 * 1024):

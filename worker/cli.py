@@ -18,6 +18,7 @@ import zmq
 
 from ..cython_ext import _kernel
 from .keys import KeyDir, KeysError
+from .memory import RebindError
 from .protocol import DEFAULT_MAX_MESSAGE_BYTES
 from .server import Worker
 
@@ -121,7 +122,11 @@ def main(argv=None):
           f"{args.threads} thread{'s' if args.threads > 1 else ''}, memory limit "
           f"{worker.max_memory_bytes >> 20} MiB)", flush=True)
     with StopOnSignals(worker):
-        worker.serve()
+        try:
+            worker.serve()
+        except RebindError as error:
+            print(f"summa-worker: error: {error}", file=sys.stderr)
+            return 1
     print("summa-worker: stopped", flush=True)
     return 0
 

@@ -160,12 +160,16 @@ def over_limit_message(sock, limit, what):
             f"{what}")
 
 
-def rebind(old, make, endpoint):
+class RebindError(RuntimeError):
+    """The address a socket was renewed on stayed taken: the process cannot serve on."""
+
+
+def rebind(old, make, endpoint, seconds=REBIND_SECONDS):
     """Close `old` (libzmq frees whatever it held for its peers) and return make() bound to
     the same endpoint, retrying while libzmq's own thread is still closing the old listener."""
     old.close(linger=0)
     sock = make()
-    deadline = time.monotonic() + REBIND_SECONDS
+    deadline = time.monotonic() + seconds
     while True:
         try:
             sock.bind(endpoint)
@@ -173,5 +177,6 @@ def rebind(old, make, endpoint):
         except zmq.ZMQError as error:
             if error.errno != zmq.EADDRINUSE or time.monotonic() > deadline:
                 sock.close(linger=0)
-                raise
+                raise RebindError(f"cannot listen on {endpoint} again after dropping its "
+                                  f"connections: {error}") from None
             time.sleep(0.01)

@@ -201,7 +201,8 @@ class Worker:
         for thread in self.threads:
             thread.join(timeout=2)
         # replies the compute threads sent while we were stopping still reach their clients
-        self._forward_results()
+        if not self.router.closed:      # closed: a memory reset that could not bind again
+            self._forward_results()
         for sock in filter(None, (self.router, self.sub, self.results, self.memory_alarm)):
             sock.close(linger=0)
         self.guard.stop()
