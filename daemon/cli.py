@@ -6,8 +6,7 @@ import sys
 import zmq
 
 from . import config as daemon_config
-from ..worker.cli import StopOnSignals
-from ..worker.memory import RebindError
+from ..worker.cli import serve_until_stopped
 from .broker import Daemon
 
 
@@ -43,14 +42,7 @@ def main(argv=None):
         return 2
     print(f"summa-daemon: control on {daemon.control_endpoint}, cancellations on "
           f"{daemon.cancel_endpoint}, data in {config.data_dir}", flush=True)
-    with StopOnSignals(daemon):
-        try:
-            daemon.serve()
-        except RebindError as error:   # its jobs were stopped on the way out, as on SIGTERM
-            print(f"summa-daemon: error: {error}", file=sys.stderr)
-            return 1
-    print("summa-daemon: stopped", flush=True)
-    return 0
+    return serve_until_stopped(daemon, "summa-daemon")
 
 
 if __name__ == "__main__":

@@ -95,6 +95,19 @@ class StopOnSignals:
             signal.signal(sig, handler)
 
 
+def serve_until_stopped(server, prog):
+    """Run server.serve() until a signal stops it; the exit status. A memory reset that could
+    not bind its address again ends it too, as a one-line error (the server stopped cleanly)."""
+    with StopOnSignals(server):
+        try:
+            server.serve()
+        except RebindError as error:
+            print(f"{prog}: error: {error}", file=sys.stderr)
+            return 1
+    print(f"{prog}: stopped", flush=True)
+    return 0
+
+
 def main(argv=None):
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="summa-worker: %(levelname)s %(message)s")
@@ -121,14 +134,7 @@ def main(argv=None):
     print(f"summa-worker: listening on {worker.endpoint} (kernel {_kernel.backend()}, "
           f"{args.threads} thread{'s' if args.threads > 1 else ''}, memory limit "
           f"{worker.max_memory_bytes >> 20} MiB)", flush=True)
-    with StopOnSignals(worker):
-        try:
-            worker.serve()
-        except RebindError as error:
-            print(f"summa-worker: error: {error}", file=sys.stderr)
-            return 1
-    print("summa-worker: stopped", flush=True)
-    return 0
+    return serve_until_stopped(worker, "summa-worker")
 
 
 if __name__ == "__main__":
