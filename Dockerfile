@@ -49,6 +49,8 @@ RUN pip install -r /tmp/build-requirements.txt -r /tmp/requirements.txt
 WORKDIR /src
 COPY pyproject.toml setup.py setup.cfg README.md ./
 COPY cython_ext ./cython_ext
+COPY mst ./mst
+COPY wire ./wire
 COPY worker ./worker
 COPY daemon ./daemon
 # The build tools are already in the venv (no isolated build env to download each time);

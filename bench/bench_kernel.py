@@ -27,11 +27,12 @@ import sys
 import time
 
 from summa_aggregation.cython_ext import _kernel
-from summa_aggregation.cython_ext.tree import LAYOUTS, MerkleSumTree, depth_for
+from summa_aggregation.cython_ext.params import LAYOUTS, WORD
+from summa_aggregation.mst.limits import depth_for
+from summa_aggregation.mst.tree import MerkleSumTree
 from tables import table  # bench/ is first on sys.path when a script here runs
 
 MIB = 1 << 20
-WORD = 32
 LIGHT_PIP = "light-poseidon==0.1.1"
 # circomlib Poseidon([1]) (t=2): light-poseidon must return this for hash([1])
 CIRCOM_POSEIDON_1 = 0x29176100eaa962bdc1fe6c654d6a3c130e96a4d1168b33848b897dc502820133

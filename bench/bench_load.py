@@ -34,9 +34,9 @@ import bench_daemon  # noqa: E402
 from tables import table  # noqa: E402
 from daemon_helpers import write_csv  # noqa: E402
 
-from summa_aggregation.cython_ext.proof import verify_proof  # noqa: E402
+from summa_aggregation.mst.proof import verify_proof  # noqa: E402
 from summa_aggregation.daemon.client import DaemonClient  # noqa: E402
-from summa_aggregation.worker.protocol import SubmitRequest  # noqa: E402
+from summa_aggregation.wire import SubmitRequest  # noqa: E402
 
 BIN = os.path.dirname(sys.executable)
 FINISHED = ("done", "failed", "cancelled")

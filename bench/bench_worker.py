@@ -22,10 +22,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tables import table  # noqa: E402
 from worker_helpers import WorkerProcess, random_batch, wait_until  # noqa: E402
 
-from summa_aggregation.cython_ext.tree import MerkleSumTree  # noqa: E402
-from summa_aggregation.worker import protocol as wire  # noqa: E402
+from summa_aggregation.mst.tree import MerkleSumTree  # noqa: E402
+from summa_aggregation import wire  # noqa: E402
 from summa_aggregation.worker.client import WorkerClient  # noqa: E402
-from summa_aggregation.worker.protocol import BuildRequest, Code  # noqa: E402
+from summa_aggregation.wire import BuildRequest, Code  # noqa: E402
 
 
 def median_min(values):

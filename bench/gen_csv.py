@@ -13,9 +13,10 @@ import sys
 import time
 from itertools import islice, product, repeat
 
+from summa_aggregation.cython_ext._kernel import MAX_CURRENCIES
+
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 NAME_LENGTH = 10
-MAX_CURRENCIES = 64  # the kernel's limit
 _CURRENCIES = ["ETH_ETH", "USDT_ETH", "USDC_ETH", "BTC_BTC", "DAI_ETH", "LINK_ETH", "UNI_ETH",
                "SOL_SOL", "TRX_TRX", "USDT_TRX", "BNB_BSC", "USDT_BSC", "MATIC_POLYGON",
                "USDC_POLYGON", "AVAX_AVAX", "DOT_DOT"]

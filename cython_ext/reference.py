@@ -3,11 +3,9 @@
 The C kernel is tested against this module (see tests/test_kernel_vs_reference.py).
 Field elements are Python ints in [0, P); a node is a (hash, balances) tuple.
 """
-from .params import FULL_ROUNDS, P, PARTIAL_ROUNDS, WIDTH, poseidon_params
+from .params import FULL_ROUNDS, LAYOUTS, P, PARTIAL_ROUNDS, WIDTH, poseidon_params
 
-INTERLEAVED = "interleaved"
-SUM_FIRST = "sum-first"
-LAYOUTS = (INTERLEAVED, SUM_FIRST)
+INTERLEAVED, SUM_FIRST = LAYOUTS
 
 
 def permute(state):

@@ -12,15 +12,16 @@ import sys
 import tempfile
 import threading
 
-from ..cython_ext import store
-from ..cython_ext.cli import Parser, run
-from ..cython_ext.tree import DEFAULT_LAYOUT, DEFAULT_N_BYTES, LAYOUTS, check_n_bytes
-from ..worker.keys import KeyDir, generate
-from ..worker.protocol import SubmitRequest
+from ..cython_ext.params import LAYOUTS
+from ..mst import store
+from ..mst.commands import Parser, power_of_two, run
+from ..mst.limits import DEFAULT_LAYOUT, DEFAULT_N_BYTES, check_n_bytes
+from ..wire import SubmitRequest
+from ..wire.keys import KeyDir, generate
 from .broker import Daemon
 from .client import DaemonClient
 from .config import DaemonConfig
-from .submit import Progress, follow, power_of_two
+from .submit import Progress, follow
 
 
 class JobFailed(ValueError):

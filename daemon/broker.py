@@ -2,10 +2,10 @@
 
 One thread (serve()) owns the control ROUTER, the cancel PUB and an inproc PULL on which job
 runner threads ask for cancellations to be published. Each running job has its own runner
-thread (job.py) with its own executor sockets. Job records live in DATA_DIR/jobs/ and
+thread (runner.py) with its own executor sockets. Job records live in DATA_DIR/jobs/ and
 results in DATA_DIR/results/; both survive restarts, and a job that was running when the
 daemon died is marked failed (interrupted) when it comes back. A memory guard
-(worker/memory.py) watches the heap; over max_memory_mb, the control socket is closed,
+(wire/memory.py) watches the heap; over max_memory_mb, the control socket is closed,
 freeing what its clients made libzmq hold, and bound afresh.
 """
 import collections
@@ -21,14 +21,15 @@ import time
 
 import zmq
 
-from ..cython_ext import store
-from ..worker import protocol as wire
-from ..worker.keys import KeysError, start_authenticator
-from ..worker.memory import MemoryGuard, default_budget, over_limit_message, rebind
-from ..worker.protocol import Code, ProtocolError
+from .. import wire
+from ..mst import store
+from ..wire import Code, ProtocolError
+from ..wire.keys import KeysError, start_authenticator
+from ..wire.memory import MemoryGuard, default_budget, over_limit_message, rebind
 from . import spawners
 from .config import ConfigError
-from .job import CANCELLED, FAILED, FINISHED, QUEUED, Job, JobRunner
+from .job import CANCELLED, FAILED, FINISHED, QUEUED, Job, check_submit
+from .runner import JobRunner
 
 log = logging.getLogger("summa.daemon")
 
@@ -113,7 +114,7 @@ class Daemon:
             try:
                 with open(path, encoding="utf-8") as handle:
                     record = json.load(handle)
-                spec = wire.check_submit(record["spec"], spawners.available() + (record["spec"]["spawner"],))
+                spec = check_submit(record["spec"], spawners.available() + (record["spec"]["spawner"],))
                 job = Job(record["job"], spec, record)
             except (OSError, ValueError, KeyError, TypeError, ProtocolError) as error:
                 log.warning("ignoring unreadable job record %s: %s", path, error)
@@ -232,7 +233,7 @@ class Daemon:
             body["executors"] = self.config.default_executors
         if body.get("spawner") is None:
             body["spawner"] = self.config.default_spawner
-        spec = wire.check_submit(body, spawners.available())
+        spec = check_submit(body, spawners.available())
         for path in spec.csvs:
             if not os.path.isabs(path):
                 raise ProtocolError(Code.BAD_FIELD, f"field 'csvs': {path!r} is not an absolute "

@@ -1,22 +1,17 @@
 """summa-daemon: the long-running orchestrator (systemd runs it)."""
-import argparse
 import logging
 import sys
 
 import zmq
 
+from ..mst.commands import Parser
+from ..wire.serve import serve_until_stopped
 from . import config as daemon_config
-from ..worker.cli import serve_until_stopped
 from .broker import Daemon
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def main(argv=None):
-    parser = _Parser(prog="summa-daemon", description="Run the Summa Aggregation orchestrator.")
+    parser = Parser(prog="summa-daemon", description="Run the Summa Aggregation orchestrator.")
     parser.add_argument("--config", metavar="FILE", help="TOML settings (see systemd/daemon.toml)")
     parser.add_argument("--control", metavar="ENDPOINT", help="client socket (default tcp://127.0.0.1:5555)")
     parser.add_argument("--data-dir", metavar="DIR", help="job records and results")

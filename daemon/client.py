@@ -1,8 +1,8 @@
 """The daemon's client side: one request, one answer, every wait bounded by a poll timeout."""
 import zmq
 
-from ..worker import protocol as wire
-from ..worker.protocol import Code
+from .. import wire
+from ..wire import Code
 
 DEFAULT_DAEMON = "tcp://127.0.0.1:5555"
 
@@ -19,7 +19,7 @@ class DaemonError(Exception):
         self.message = message
 
 
-class DaemonClient:
+class DaemonClient(wire.SocketClient):
     def __init__(self, endpoint=DEFAULT_DAEMON, timeout=10.0, context=None, keys=None):
         """keys: a KeyDir; the client then speaks CURVE with its client pair."""
         self.endpoint, self.timeout = endpoint, timeout
@@ -78,12 +78,3 @@ class DaemonClient:
 
     def shutdown(self):
         return self.request(wire.SHUTDOWN)
-
-    def close(self):
-        self.socket.close(linger=0)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

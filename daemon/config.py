@@ -2,13 +2,12 @@
 import os
 from dataclasses import dataclass, field, fields
 
+from ..wire import MAX_EXECUTORS
+
 try:
     import tomllib
 except ImportError:            # Python 3.10
     import tomli as tomllib
-
-
-MAX_EXECUTORS = 1024   # what one SUBMIT may ask for (worker/protocol.py)
 
 
 class ConfigError(ValueError):
@@ -43,7 +42,7 @@ class DaemonConfig:
 
     def keys(self):
         """The KeyDir of keys_dir, or None in (explicitly configured) plaintext mode."""
-        from ..worker.keys import KeyDir
+        from ..wire.keys import KeyDir
         return KeyDir(self.keys_dir) if self.keys_dir else None
 
     def worker_curve(self):

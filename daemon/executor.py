@@ -1,45 +1,58 @@
-"""An executor: the daemon's one-to-one handle on a worker, over a DEALER socket.
+"""An executor: the daemon's one-to-one handle on a worker, over two DEALER connections.
 
-The job's distribution loop (job.py) drives it: start() sends a batch, receive() takes what
-the worker says, and heartbeat() pings a busy worker and tells when it has been silent for
-interval x liveness (Paranoid Pirate). A dead executor is replaced through its spawner; one
-that cannot be replaced by a fresh worker reconnects with a doubling back-off and is on
-probation, getting no batch until it answers a PING; after max_retries silent spells in a row
-the job gives up on that address. A busy executor's PING names its batch; a PONG saying the
-worker does not hold it (the worker restarted in place, or dropped its connections) means the
-batch was lost and goes to another worker.
+    work       BUILD out; RESULT or ERROR back; PINGs that name the batch, whose PONGs say
+               whether the worker still holds it
+    heartbeat  PINGs and PONGs only: the liveness of the worker
+
+A batch of hundreds of MiB takes a while to cross a slow link, and libzmq delivers a message
+only when it has arrived whole: PINGs and PONGs on the work connection wait behind it. On a
+connection of their own they do not, so liveness measures whether the worker answers, not how
+big its batch is (Paranoid Pirate: PING every interval; dead after interval x liveness without
+an answer to a PING). The PONG that names the batch stays on the work connection: it comes
+after any answer sent before it, so "not held" means the batch was really lost (the worker
+restarted in place, or dropped its connections), never that its RESULT is still on the way.
+
+A dead executor is replaced through its spawner; one that cannot be replaced by a fresh worker
+reconnects with a doubling back-off and is on probation, getting no batch until it answers a
+PING; after max_retries silent spells in a row the job gives up on that address.
 """
-
 import time
 
 import zmq
 
-from ..worker import protocol as wire
+from .. import wire
+
+HEARTBEAT_MAX_MESSAGE_BYTES = 64 << 10   # PONGs are a few dozen bytes
 
 
 class Executor:
     def __init__(self, endpoint, name=None, handle=None):
         self.endpoint, self.name = endpoint, name or endpoint
         self.handle = handle           # the spawner's own record (a process, a container...)
-        self.socket = None
+        self.socket = None             # the work connection
+        self.heartbeat_socket = None   # the heartbeat connection
         self.job = None                # the job id of that batch
-        self.batch_ping = 0            # the first PING sent after that batch's BUILD
         self.batch = None              # the batch index it builds, None when idle
-        self.sent_at = self.last_heard = self.next_ping = 0.0
+        self.batch_ping = 0            # the first PING sent after that batch's BUILD
+        self.ping_seq = 0
+        self.next_ping = 0.0
+        self.unanswered_since = None   # when the oldest PING not answered by anything went out
         self.ready_at = 0.0            # not used before this time (reconnect back-off)
         self.backoff = 0.0
-        self.ping_seq = 0
         self.probation = False         # a reconnected worker must answer a PING before work
         self.failures = 0              # silent spells of this address so far
 
     def connect(self, context, max_message_bytes=wire.DEFAULT_MAX_MESSAGE_BYTES, curve=None):
         self.socket = wire.new_socket(context, zmq.DEALER, max_message_bytes, curve=curve)
         self.socket.connect(self.endpoint)
-        return self.socket
+        self.heartbeat_socket = wire.new_socket(context, zmq.DEALER, HEARTBEAT_MAX_MESSAGE_BYTES,
+                                                curve=curve)
+        self.heartbeat_socket.connect(self.endpoint)
+        return self.sockets
 
     @property
-    def idle(self):
-        return self.batch is None
+    def sockets(self):
+        return tuple(s for s in (self.socket, self.heartbeat_socket) if s is not None)
 
     def usable(self, now):
         return self.batch is None and not self.probation and self.ready_at <= now
@@ -48,41 +61,40 @@ class Executor:
         self.job, self.batch = job, batch
         self.batch_ping = self.ping_seq + 1
         self.socket.send_multipart(frames, copy=False)
-        self.sent_at = self.last_heard = now
-        self.next_ping = now
+        self.next_ping = now             # the first PING right behind the BUILD
 
-    def heartbeat(self, now, interval, liveness):
-        """Ping a busy (or probationary) worker when due; True when it has been silent too long."""
-        if self.batch is None and not self.probation:
-            return False
-        if self.ready_at > now:
-            return False
-        if self.probation and not self.last_heard:
-            self.last_heard = now      # the probation clock starts after the back-off
-        if now - self.last_heard > interval * liveness:
-            return True
-        if now >= self.next_ping:
-            self.ping_seq += 1
-            ping = {"seq": self.ping_seq}
-            if self.batch is not None:
-                ping.update(job=self.job, batch=self.batch)
-            self.socket.send_multipart(wire.frames(wire.PING, ping))
-            self.next_ping = now + interval
-        return False
+    def heartbeat(self, now, interval):
+        """Send the PINGs that are due to a busy (or probationary) worker."""
+        if (self.batch is None and not self.probation) or self.ready_at > now or now < self.next_ping:
+            return
+        self.ping_seq += 1
+        self.heartbeat_socket.send_multipart(wire.frames(wire.PING, {"seq": self.ping_seq}))
+        if self.batch is not None:
+            self.socket.send_multipart(wire.frames(wire.PING, {
+                "seq": self.ping_seq, "job": self.job, "batch": self.batch}))
+        if self.unanswered_since is None:
+            self.unanswered_since = now
+        self.next_ping = now + interval
+
+    def silent(self, now, window):
+        """True when a PING has gone unanswered for longer than `window` seconds."""
+        return self.unanswered_since is not None and now - self.unanswered_since > window
+
+    def receive(self, sock):
+        """The worker's next (command, body) on `sock`; any message at all proves it is alive."""
+        self.unanswered_since = None
+        self.probation = False
+        limit = wire.DEFAULT_MAX_MESSAGE_BYTES if sock is self.socket else HEARTBEAT_MAX_MESSAGE_BYTES
+        return wire.parse(sock.recv_multipart(copy=False), limit)
 
     def lost_batch(self, command, body):
-        """True when `body` is a PONG saying the worker does not hold our batch (any more).
-        Only a PING sent after the BUILD counts: it reached the worker after the BUILD did."""
+        """True when `body` (from the work connection) is a PONG saying the worker does not hold
+        our batch (any more). Only a PING sent after the BUILD counts: it reached the worker
+        after the BUILD did."""
         seq = body.get("seq")
         return command == wire.PONG and self.batch is not None and body.get("holds") is False \
             and body.get("job") == self.job and body.get("batch") == self.batch \
             and type(seq) is int and seq >= self.batch_ping
-
-    def receive(self, now):
-        """The worker's next (command, body); any message at all proves it is alive."""
-        self.last_heard = now
-        self.probation = False
-        return wire.parse(self.socket.recv_multipart(copy=False))
 
     def successor(self, now, first_backoff=0.25, max_backoff=8.0):
         """A fresh executor for the same endpoint, usable after a doubling back-off."""
@@ -94,9 +106,9 @@ class Executor:
         return nxt
 
     def close(self):
-        if self.socket is not None:
-            self.socket.close(linger=0)
-            self.socket = None
+        for sock in self.sockets:
+            sock.close(linger=0)
+        self.socket = self.heartbeat_socket = None
 
 
 def wait_until_answering(endpoint, context, seconds, interval=0.2, curve=None):

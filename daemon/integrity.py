@@ -13,15 +13,17 @@ Full mode catches everything, at the cost of the worker's own work.
 import random
 
 from ..cython_ext import _kernel
-from ..cython_ext.tree import Levels, MerkleSumTree, layout_code, zero_root
-from ..cython_ext.words import WORD
+from ..cython_ext.params import WORD
+from ..mst.limits import MAX_N_BYTES, layout_code
+from ..mst.tree import Levels, MerkleSumTree, zero_root
 
 
 class IntegrityError(ValueError):
     """The returned mini-tree does not match the batch; the message says where."""
 
 
-def check_minitree(nodes, batch, depth, layout, sample=8, full=False, rng=random):
+def check_minitree(nodes, batch, depth, layout, sample=8, full=False, rng=random, control=None):
+    """IntegrityError unless `nodes` is the mini-tree of `batch`; control cancels a rebuild."""
     n = len(batch.currencies)
     levels = Levels(nodes, depth, n)
     totals = _kernel.sum_columns(batch.balances, batch.count, n)
@@ -29,7 +31,7 @@ def check_minitree(nodes, batch, depth, layout, sample=8, full=False, rng=random
         raise IntegrityError("the root's balances differ from the batch's totals")
     if full:
         mine = MerkleSumTree.build(batch.usernames, batch.balances, batch.count, n, layout=layout,
-                                   depth=depth, n_bytes=31)
+                                   depth=depth, n_bytes=MAX_N_BYTES, control=control)
         if bytes(mine.levels.nodes) != bytes(nodes):
             raise IntegrityError("the mini-tree differs from the one rebuilt from the batch")
         return

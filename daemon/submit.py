@@ -3,49 +3,35 @@
 Exit codes: 0 done (or the request succeeded), 1 the job failed or was cancelled,
 2 usage or connection errors. The message on stderr says which.
 """
-import argparse
 import json
 import os
 import sys
 import time
 
-from ..cython_ext.tree import LAYOUTS
-from ..worker.keys import KeyDir, KeysError
-from ..worker.protocol import SubmitRequest
+from ..cython_ext.params import LAYOUTS
+from ..mst.commands import Parser, power_of_two
+from ..mst.limits import DEFAULT_LAYOUT, DEFAULT_N_BYTES
+from ..wire import SubmitRequest
+from ..wire.keys import KeyDir, KeysError
 from .client import DEFAULT_DAEMON, DaemonClient, DaemonError
 
 PROG = "summa-submit"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def power_of_two(text):
-    value = int(text)
-    if value < 1 or value & (value - 1):
-        raise ValueError
-    return value
-
-
-power_of_two.__name__ = "power of two"   # argparse names the type in its error
-
-
 def _parser():
-    parser = _Parser(prog=PROG, description="Submit and follow jobs of a running summa-daemon.")
+    parser = Parser(prog=PROG, description="Submit and follow jobs of a running summa-daemon.")
     parser.add_argument("--daemon", metavar="ENDPOINT", default=os.environ.get("SUMMA_DAEMON", DEFAULT_DAEMON),
                         help=f"the daemon's control socket (default {DEFAULT_DAEMON}, or $SUMMA_DAEMON)")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each answer")
     parser.add_argument("--keys", metavar="DIR", default=os.environ.get("SUMMA_KEYS") or None,
                         help="CURVE key directory (summa-keys), or $SUMMA_KEYS; plaintext without")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", required=True)
     build = commands.add_parser("build", help="submit a build job; prints the job id first")
     build.add_argument("csvs", nargs="+", metavar="CSV")
     build.add_argument("--executors", type=int, help="workers for this job (daemon default: 2)")
     build.add_argument("--spawner", choices=["mock", "local", "cloud"], help="daemon default: mock")
-    build.add_argument("--layout", choices=list(LAYOUTS), default="interleaved")
-    build.add_argument("--n-bytes", type=int, default=14)
+    build.add_argument("--layout", choices=list(LAYOUTS), default=DEFAULT_LAYOUT)
+    build.add_argument("--n-bytes", type=int, default=DEFAULT_N_BYTES)
     build.add_argument("--batch-size", type=power_of_two, metavar="2^K",
                        help="mini-trees of 2^K entries instead of one per CSV")
     build.add_argument("--wait", action="store_true", help="follow the job; print its root last")

@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 
 from summa_aggregation.cython_ext import _kernel
+from summa_aggregation.cython_ext.params import LAYOUTS
 
 DATA_DIR = Path(__file__).parent / "data"
 FIXTURES_DIR = DATA_DIR / "fixtures"
 VECTORS_PATH = DATA_DIR / "vectors.json"
 BIN_DIR = Path(os.path.dirname(sys.executable))
-LAYOUT_NAMES = ("interleaved", "sum-first")
+LAYOUT_NAMES = LAYOUTS
 BACKENDS = _kernel.BACKENDS   # every backend; those this CPU lacks are skipped
 
 

@@ -9,18 +9,18 @@ import json
 import os
 import random
 import re
-import signal
 import subprocess
 import threading
 import uuid
 
-from summa_aggregation.cython_ext.tree import MerkleSumTree, depth_for
+from summa_aggregation.mst.limits import depth_for
+from summa_aggregation.mst.tree import MerkleSumTree
 from summa_aggregation.daemon.broker import Daemon
 from summa_aggregation.daemon.client import DaemonClient
 from summa_aggregation.daemon.config import DaemonConfig
-from summa_aggregation.worker.protocol import SubmitRequest
+from summa_aggregation.wire import SubmitRequest
 
-from worker_helpers import BIN, read_line, wait_until
+from worker_helpers import BIN, read_line, terminate, wait_until
 
 MARK = "SUMMA_TEST_MARK"
 WORKER_MODULE = "summa_aggregation.worker.cli"
@@ -205,13 +205,7 @@ class DaemonProcess:
 
     def stop(self, seconds=20):
         """SIGTERM, a bounded wait, then SIGKILL; returns the exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(seconds)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(seconds)
+        terminate(self.process, seconds)
         return self._close()
 
     def kill(self):

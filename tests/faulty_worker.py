@@ -11,16 +11,17 @@ Run it as summa-worker: python tests/faulty_worker.py --bind tcp://127.0.0.1:*
 import os
 import sys
 
-from summa_aggregation.worker import cli, protocol, server
+from summa_aggregation import wire
+from summa_aggregation.cython_ext.params import WORD
+from summa_aggregation.worker import cli, server
 
-WORD = 32
 honest_build = server.Worker._build
 honest_accept = server.Worker._accept
 
 
 def lying_build(self, task):
     command, body = honest_build(self, task)
-    if command != protocol.RESULT or "nodes" not in body:
+    if command != wire.RESULT or "nodes" not in body:
         return command, body
     nodes, n, depth = bytearray(body["nodes"]), body["n_currencies"], body["depth"]
     record = WORD * (n + 1)

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from summa_aggregation.cython_ext import _kernel
-from summa_aggregation.cython_ext.tree import AggregationMerkleSumTree, MerkleSumTree
+from summa_aggregation.mst.tree import AggregationMerkleSumTree, MerkleSumTree
 
 BIG = 1 << 16
 

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from summa_aggregation.cython_ext import store
+from summa_aggregation.mst import store
 
 FOUR = [f"entry_16_{i}.csv" for i in range(1, 5)]
 

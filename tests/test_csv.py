@@ -2,9 +2,11 @@ from pathlib import Path
 
 import pytest
 
-from summa_aggregation.cython_ext.csv_reader import (
-    CsvError, EntryBatch, read_csv, read_csvs, rebatch, username_to_word, word_to_username)
 from summa_aggregation.cython_ext.params import P
+from summa_aggregation.mst.csv_reader import (
+    CsvError, read_csvs, stream_csvs, username_to_word, word_to_username)
+
+from mst_helpers import read_csv
 
 FIXTURES = Path(__file__).parent / "data" / "fixtures"
 HEADER = "username,balance_ETH_ETH,balance_USDT_ETH\n"
@@ -99,11 +101,13 @@ def test_bom_crlf_blank_lines_and_quotes(tmp_path):
     assert batch.balances == bytearray(word(5) + word(7))
 
 
-def test_header_argument(tmp_path):
-    path = write(tmp_path, "a.csv", HEADER + "alice,1,2\n")
-    assert read_csv(path, header=["username", "balance_ETH_ETH", "balance_USDT_ETH"]).count == 1
-    with pytest.raises(CsvError, match="a.csv:1: header differs"):
-        read_csv(path, header=["username", "balance_ETH_ETH"])
+def test_every_file_needs_the_first_files_header(tmp_path):
+    a = write(tmp_path, "a.csv", HEADER + "alice,1,2\n")
+    same = write(tmp_path, "same.csv", HEADER + "bob,1,2\n")
+    other = write(tmp_path, "b.csv", "username,balance_ETH_ETH\ncarol,1\n")
+    assert [b.count for b in read_csvs([a, same])] == [1, 1]
+    with pytest.raises(CsvError, match="b.csv:1: header differs"):
+        read_csvs([a, other])
 
 
 # --- bad inputs --------------------------------------------------------------------------
@@ -286,43 +290,44 @@ def test_error_is_a_value_error():
     assert issubclass(CsvError, ValueError)
 
 
-# --- rebatch -----------------------------------------------------------------------------
+# --- cutting into batches while reading (stream_csvs) ------------------------------------
 
-def make_batch(path, names, n=2):
-    users = bytearray(b"".join(username_to_word(u) for u in names))
-    bals = bytearray(b"".join(word(hash((u, c)) & 0xFFFF) for u in names for c in range(n)))
-    return EntryBatch(path, [f"balance_C{c}_ETH" for c in range(n)], len(names), users, bals)
+def ragged_files(tmp_path, sizes=(5, 11, 1)):
+    paths = []
+    for f, size in enumerate(sizes):
+        rows = "".join(f"u{f}-{i},{(f * 31 + i) % 97},{i}\n" for i in range(size))
+        paths.append(write(tmp_path, f"part{f}.csv", HEADER + rows))
+    return paths
+
+
+def streamed(paths, size):
+    out = []
+    stream_csvs(paths, size, out.append)
+    return out
 
 
 @pytest.mark.parametrize("size", [1, 2, 4, 8, 16, 64])
-def test_rebatch(size):
-    batches = [make_batch("a", [f"a{i}" for i in range(5)]),
-               make_batch("b", [f"b{i}" for i in range(11)]),
-               make_batch("c", ["c0"])]
-    out = rebatch(batches, size)
+def test_stream_cuts_every_file_into_batches_of_the_size(tmp_path, size):
+    paths = ragged_files(tmp_path)
+    whole = read_csvs(paths)
+    out = streamed(paths, size)
     total = 17
     assert [b.count for b in out] == [size] * (total // size) + ([total % size] if total % size else [])
-    assert b"".join(b.usernames for b in out) == b"".join(b.usernames for b in batches)
-    assert b"".join(b.balances for b in out) == b"".join(b.balances for b in batches)
+    assert b"".join(b.usernames for b in out) == b"".join(b.usernames for b in whole)
+    assert b"".join(b.balances for b in out) == b"".join(b.balances for b in whole)
     for b in out:
         assert len(b.usernames) == 32 * b.count and len(b.balances) == 64 * b.count
-        assert b.currencies == batches[0].currencies
+        assert b.currencies == whole[0].currencies
 
 
-def test_rebatch_fixtures():
+def test_stream_over_the_fixtures():
     batches = read_csvs([FIXTURES / f"entry_16_{i}.csv" for i in (1, 2, 3, 4)])
-    out = rebatch(batches, 32)
+    out = streamed([FIXTURES / f"entry_16_{i}.csv" for i in (1, 2, 3, 4)], 32)
     assert [b.count for b in out] == [32, 32]
     assert out[0].usernames == batches[0].usernames + batches[1].usernames
-    assert rebatch([], 4) == []
 
 
-@pytest.mark.parametrize("size", [0, 3, 6, -4, 2.0, True])
-def test_rebatch_size_must_be_power_of_two(size):
+@pytest.mark.parametrize("size", [0, 3, 6, -4, 2.0, True, 1 << 31])
+def test_stream_size_must_be_a_power_of_two(tmp_path, size):
     with pytest.raises(ValueError, match="power of two"):
-        rebatch([make_batch("a", ["x"])], size)
-
-
-def test_rebatch_needs_same_currencies():
-    with pytest.raises(ValueError, match="currencies"):
-        rebatch([make_batch("a", ["x"], 1), make_batch("b", ["y"], 2)], 2)
+        streamed(ragged_files(tmp_path), size)

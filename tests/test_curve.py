@@ -8,7 +8,7 @@ import pytest
 
 from daemon_helpers import BIN, DaemonProcess, write_csv, single_tree_root
 from summa_aggregation.worker.client import SEED_ENTRIES, WorkerClient, WorkerError, build_request
-from summa_aggregation.worker.keys import KeyDir, KeysError, generate
+from summa_aggregation.wire.keys import KeyDir, KeysError, generate
 from worker_helpers import WorkerProcess
 
 

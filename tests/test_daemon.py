@@ -19,8 +19,8 @@ import zmq
 from summa_aggregation.daemon.broker import Daemon
 from summa_aggregation.daemon.client import DaemonClient
 from summa_aggregation.daemon.config import DaemonConfig
-from summa_aggregation.worker import protocol as wire
-from summa_aggregation.worker.protocol import Code, SubmitRequest
+from summa_aggregation import wire
+from summa_aggregation.wire import Code, SubmitRequest
 
 import daemon_helpers
 from daemon_helpers import (FINISHED, MARK, DaemonProcess, cpu_seconds, job_id_of,

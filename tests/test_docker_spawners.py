@@ -161,7 +161,7 @@ def test_stack_deployed_by_hand_serves_summa_submit(tmp_path, swarm_image):
 
 @pytest.mark.timeout(300)
 def test_local_and_cloud_spawners_with_curve_keys(tmp_path, swarm_image):
-    from summa_aggregation.worker.keys import generate
+    from summa_aggregation.wire.keys import generate
     keys = generate(str(tmp_path / "keys"))
     entries = write_csv(tmp_path / "e.csv", 1000, n_currencies=2, seed=12)
     stack = f"summa_keys_{uuid.uuid4().hex[:6]}"

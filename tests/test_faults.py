@@ -115,6 +115,13 @@ class Namespaces:
         subprocess.run(["ip", "-n", self.worker_ns, "link", "set", self.link_w, "down"], check=True,
                        timeout=30)
 
+    def throttle(self, rate="16mbit"):
+        """A slow link: a token bucket on both ends of the veth, each way at `rate` (tc units)."""
+        for namespace, link in ((self.daemon_ns, self.link_d), (self.worker_ns, self.link_w)):
+            subprocess.run([*self.inside(namespace), "tc", "qdisc", "add", "dev", link, "root", "tbf",
+                            "rate", rate, "burst", "16kb", "latency", "2s"], check=True,
+                           capture_output=True, timeout=30)
+
     def remove(self):
         for namespace in (self.daemon_ns, self.worker_ns):
             subprocess.run(["ip", "netns", "del", namespace], capture_output=True, timeout=30)
@@ -154,4 +161,39 @@ def test_a_worker_cut_off_from_the_network_mid_job(tmp_path):
             process.kill()
             process.wait(30)
             process.stdout.close()
+        hosts.remove()
+
+
+@pytest.mark.timeout(90)
+def test_a_batch_slower_to_send_than_the_liveness_window_is_not_a_death(tmp_path):
+    """Over a slow link a BUILD (and its RESULT, twice the size) takes seconds to cross, several
+    liveness windows (0.2 s x 3); heartbeats must not wait behind it, so a healthy worker that is
+    only slow to reach is no death, and no batch is retried."""
+    require_root("tc")
+    batch, batches = 1 << 15, 3                   # a BUILD of ~2 MB, a RESULT of ~4 MB
+    entries = write_csv(tmp_path / "big.csv", batch * batches, seed=25)
+    hosts = Namespaces()
+    worker = None
+    try:
+        base = random.randint(20000, 60000)
+        worker = start_worker(hosts.inside(hosts.worker_ns), f"tcp://{hosts.worker_ip}:{base + 1}", {})
+        hosts.throttle("8mbit")                   # ~1 MB/s each way: seconds per message
+        daemon = DaemonProcess(tmp_path, {"cloud_hosts": [hosts.worker_ip], "cloud_port": base},
+                               prefix=hosts.inside(hosts.daemon_ns))
+        window = daemon.settings["heartbeat_interval"] * daemon.settings["heartbeat_liveness"]
+        job = job_id_of(daemon.submit("build", tmp_path / "big.csv", "--batch-size", batch,
+                                      "--spawner", "cloud", "--executors", "1").stdout)
+        record = daemon.wait_state(job, seconds=60)
+        retries = [line for line in daemon.log().splitlines()
+                   if "stopped answering" in line or " attempt " in line]
+        assert retries == [], "\n".join(retries)   # the slow worker was never declared dead
+        assert record["state"] == "done", record
+        assert record["root"] == single_tree_root(entries)
+        # the link was slow indeed: one worker took longer than a liveness window per batch
+        assert record["finished"] - record["started"] > batches * window, record
+    finally:
+        if worker is not None:
+            worker.kill()
+            worker.wait(30)
+            worker.stdout.close()
         hosts.remove()

@@ -8,7 +8,7 @@ hundred malformed messages to real processes on 127.0.0.1 and check that they st
 that their peak RSS (VmHWM) stayed within a generous bound; the last ones point summa-submit at a
 server that answers nonsense.
 libzmq limits each frame, not the number of frames of a message, and holds a message whole
-before the program sees it; the memory guard (worker/memory.py) bounds that: floods of many
+before the program sees it; the memory guard (wire/memory.py) bounds that: floods of many
 frames, big and tiny, from plaintext and from CURVE-authorized peers, end in a disconnection with
 the heap within --max-memory-mb (or the daemon's max_memory_mb) plus what arrives while the guard
 looks.
@@ -29,13 +29,16 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from zmq.utils.monitor import recv_monitor_message
 
-from summa_aggregation.cython_ext.csv_reader import CsvError, read_csvs, stream_csvs
+from summa_aggregation import wire
+from summa_aggregation.cython_ext.params import LAYOUTS
 from summa_aggregation.daemon import spawners
-from summa_aggregation.worker import protocol as wire
+from summa_aggregation.daemon.job import check_submit as check_submit_of
+from summa_aggregation.mst.csv_reader import CsvError, read_csvs, stream_csvs
+from summa_aggregation.wire import BuildRequest, Code, ProtocolError, SubmitRequest
+from summa_aggregation.wire.keys import KeyDir, generate
+from summa_aggregation.wire.memory import MemoryGuard, RebindError, heap_in_use, rebind
+from summa_aggregation.worker.build_request import check_build
 from summa_aggregation.worker.client import SEED_ENTRIES, WorkerClient, build_request
-from summa_aggregation.worker.keys import KeyDir, generate
-from summa_aggregation.worker.memory import MemoryGuard, RebindError, heap_in_use, rebind
-from summa_aggregation.worker.protocol import BuildRequest, Code, ProtocolError, SubmitRequest
 
 from daemon_helpers import DaemonProcess, job_id_of, run_job, single_tree_root, write_csv
 from worker_helpers import BIN, Sockets, WorkerProcess, random_batch, receive, wait_until
@@ -153,19 +156,19 @@ def refused(error):
 
 
 def check_submit(body):
-    return wire.check_submit(body, ("mock",))
+    return check_submit_of(body, ("mock",))
 
 
 def try_checks(body):
     """Run every field check on a body: each returns or raises ProtocolError, nothing else."""
-    for check in (wire.check_build, check_submit, wire.check_job, wire.check_cancel):
+    for check in (check_build, check_submit, wire.check_job, wire.check_cancel):
         try:
             result = check(body)
         except ProtocolError as error:
             refused(error)
             continue
         event(f"accepted by {check.__name__}")
-        if check is wire.check_build:
+        if check is check_build:
             assert isinstance(result, BuildRequest)
             assert 1 <= result.count <= 1 << result.depth
             assert len(result.usernames) == 32 * result.count
@@ -436,7 +439,7 @@ def hostile_build(rng):
     balances = b"".join(rng.choice([rng.randbytes(32), b"\xff" * 14 + bytes(18), (5).to_bytes(32, "little")])
                         for _ in range(count * n))
     request = BuildRequest(f"hostile-{rng.randrange(4)}", rng.randrange(4), count, n,
-                           rng.choice(wire.LAYOUTS), 14, 2, usernames, balances, rng.random() < 0.3)
+                           rng.choice(LAYOUTS), 14, 2, usernames, balances, rng.random() < 0.3)
     return wire.frames(wire.BUILD, request.body())
 
 
@@ -457,11 +460,11 @@ def expects_reply(parts, commands, take_work):
             wire.check_cancel(body)
             return False
         if command == wire.BUILD:
-            wire.check_build(body)
+            check_build(body)
             return True if take_work else None
         if command == wire.SUBMIT:
             filled = {"executors": 1, "spawner": "mock", **{k: v for k, v in body.items() if v is not None}}
-            wire.check_submit(filled, spawners.available())
+            check_submit_of(filled, spawners.available())
             return None
     except ProtocolError:
         return True

@@ -8,12 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from summa_aggregation.cython_ext.csv_reader import EntryBatch
-from summa_aggregation.cython_ext.tree import MerkleSumTree
+from summa_aggregation.mst.csv_reader import EntryBatch
+from summa_aggregation.mst.tree import MerkleSumTree
 from summa_aggregation.daemon.integrity import IntegrityError, check_minitree
 
-from daemon_helpers import run_job, single_tree_root, write_csv
-from worker_helpers import random_batch, read_line
+from daemon_helpers import FINISHED, DaemonProcess, job_id_of, run_job, single_tree_root, write_csv
+from worker_helpers import random_batch, read_line, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RECORD = 32 * 3          # two currencies
@@ -131,3 +131,31 @@ def test_a_batch_the_worker_no_longer_holds_is_sent_again(tmp_path, caplog):
         forgetful.stop()
     assert record["state"] == "done" and record["root"] == single_tree_root(entries), record
     assert "no longer holds it" in caplog.text
+
+
+@pytest.mark.timeout(240)
+def test_full_checks_longer_than_the_liveness_window_kill_no_healthy_worker(tmp_path):
+    """verify_full rebuilds each 2^17-entry mini-tree in the daemon, for longer than the 0.6 s
+    liveness window (0.2 s x 3). The checks run off the heartbeat path, so the busy, answering
+    workers are never taken for dead: 2 workers for 2 executors, and no batch retried. (Before
+    the checker thread, this job started 5 workers.)"""
+    paths, entries = [], []
+    for i in range(4):
+        paths.append(tmp_path / f"part{i}.csv")
+        entries += write_csv(paths[-1], 1 << 17, seed=40 + i, prefix=f"p{i}-")
+    daemon = DaemonProcess(tmp_path, {"verify_full": True})
+    job = job_id_of(daemon.submit("build", *paths, "--executors", "2").stdout)
+    seen = set()
+
+    def finished():
+        seen.update(daemon.worker_pids())
+        record = daemon.status(job)
+        return record if record["state"] in FINISHED else None
+
+    record = wait_until(finished, seconds=200, interval=0.02)
+    assert record["state"] == "done", record
+    assert record["root"] == single_tree_root(entries)     # 4 full mini-trees: one big tree
+    assert "stopped answering" not in daemon.log()
+    assert len(seen) == 2, seen
+    assert record["progress"]["retries"] == 0, daemon.log()
+    assert record["progress"]["replacements"] == 0, daemon.log()

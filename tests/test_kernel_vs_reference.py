@@ -6,14 +6,14 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from summa_aggregation.cython_ext import _kernel, reference
-from summa_aggregation.cython_ext.params import P
-from summa_aggregation.cython_ext.tree import AggregationMerkleSumTree, MerkleSumTree, depth_for
+from summa_aggregation.cython_ext.params import LAYOUTS, P
+from summa_aggregation.mst.limits import depth_for
+from summa_aggregation.mst.tree import AggregationMerkleSumTree, MerkleSumTree
 
 # The kernel_backend fixture only switches a global flag once per test: reusing it across
 # the examples of one hypothesis run is exactly what we want.
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
-LAYOUTS = ("interleaved", "sum-first")
 # a safe alphabet: no control characters, no empty names; some multi-byte UTF-8 letters
 NAME = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.@éßж€",
                min_size=1, max_size=10)

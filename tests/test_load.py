@@ -13,12 +13,12 @@ import threading
 
 import pytest
 
-from summa_aggregation.cython_ext.proof import verify_proof
+from summa_aggregation.mst.proof import verify_proof
 from summa_aggregation.daemon.broker import Daemon
 from summa_aggregation.daemon.client import DaemonClient, DaemonError
 from summa_aggregation.daemon.config import DaemonConfig
-from summa_aggregation.worker.memory import heap_in_use
-from summa_aggregation.worker.protocol import SubmitRequest
+from summa_aggregation.wire.memory import heap_in_use
+from summa_aggregation.wire import SubmitRequest
 
 from daemon_helpers import FINISHED, DaemonProcess, job_id_of, write_csv
 from worker_helpers import wait_until

@@ -5,10 +5,12 @@ import types
 
 import pytest
 
-from summa_aggregation.cython_ext import store
-from summa_aggregation.cython_ext.csv_reader import read_csvs
-from summa_aggregation.cython_ext.proof import verify_proof
-from summa_aggregation.cython_ext.tree import AggregationMerkleSumTree, MerkleSumTree
+from summa_aggregation.mst import store
+from summa_aggregation.mst.csv_reader import read_csvs
+from summa_aggregation.mst.proof import verify_proof
+from summa_aggregation.mst.tree import AggregationMerkleSumTree, MerkleSumTree
+
+from mst_helpers import tree_of
 
 FILES = ("manifest.json", "usernames.bin", "minitrees.bin", "top.bin")
 
@@ -17,7 +19,7 @@ def build(fixtures_dir, layout="interleaved", names=("entry_16_1.csv", "entry_16
           last=None):
     """An aggregation of the fixture files; `last` entries of the last file only, if given."""
     batches = read_csvs([fixtures_dir / n for n in names])
-    minis = [MerkleSumTree.from_batch(b, layout=layout) for b in batches]
+    minis = [tree_of(b, layout=layout) for b in batches]
     if last is not None:
         b = batches[-1]
         minis[-1] = MerkleSumTree.build(b.usernames[:32 * last], b.balances[:64 * last], last, 2,

@@ -334,7 +334,7 @@ DAEMON_STACK = r"""
 import os, selectors, signal, subprocess, sys
 import zmq
 import docker   # the local and cloud spawners use it
-from summa_aggregation.worker import protocol as wire
+from summa_aggregation import wire
 from summa_aggregation.worker.client import (SEED_CURRENCIES, SEED_ENTRIES, WorkerClient,
                                              build_request)
 bin_dir, data_dir, csvs = sys.argv[1], sys.argv[2], sys.argv[3:]
@@ -470,7 +470,7 @@ def _read_line(stream, seconds):
 def test_worker_serves_and_stops_under_the_worker_units_filters(sandbox_works):
     import zmq
 
-    from summa_aggregation.worker import protocol as wire
+    from summa_aggregation import wire
     from summa_aggregation.worker.client import (SEED_CURRENCIES, SEED_ENTRIES, WorkerClient,
                                                  build_request)
 

@@ -6,13 +6,13 @@ from functools import lru_cache
 import pytest
 
 from summa_aggregation.cython_ext import _kernel, reference
-from summa_aggregation.cython_ext.csv_reader import CsvError, read_csv
-from summa_aggregation.cython_ext.params import P
-from summa_aggregation.cython_ext.proof import InvalidProof, verify_proof
-from summa_aggregation.cython_ext.tree import (AggregationMerkleSumTree, MerkleSumTree, Node,
+from summa_aggregation.mst.csv_reader import CsvError
+from summa_aggregation.cython_ext.params import LAYOUTS, P
+from summa_aggregation.mst.proof import InvalidProof, verify_proof
+from summa_aggregation.mst.tree import (AggregationMerkleSumTree, MerkleSumTree, Node,
                                                RangeCheckError)
 
-LAYOUTS = ("interleaved", "sum-first")
+from mst_helpers import read_csv, tree_of
 N37 = 37
 MINI = 8  # the 37 entries cut into mini-trees of 8: four full ones and one of 5
 
@@ -238,9 +238,9 @@ def test_range_check_names_the_currency(tmp_path):
     path = write_csv(tmp_path, [("a", 1, 200), ("b", 1, 100)])
     batch = read_csv(path, n_bytes=1)  # every balance fits in one byte...
     with pytest.raises(RangeCheckError, match="balance_USDT_ETH") as info:
-        MerkleSumTree.from_batch(batch, n_bytes=1)  # ...the USDT total (300) does not
+        tree_of(batch, n_bytes=1)  # ...the USDT total (300) does not
     assert "balance_ETH_ETH" not in str(info.value)
-    assert MerkleSumTree.from_batch(batch, n_bytes=2).root.balances == (2, 300)
+    assert tree_of(batch, n_bytes=2).root.balances == (2, 300)
 
 
 def test_range_check_without_names_and_with_currencies():
@@ -264,7 +264,7 @@ def test_range_check_when_sums_leave_the_field():
 
 def test_range_check_on_the_aggregation(tmp_path):
     """Each mini-tree fits, their sum does not: the aggregation refuses, naming the currency."""
-    minis = [MerkleSumTree.from_batch(read_csv(write_csv(tmp_path, rows, name), n_bytes=1), n_bytes=1)
+    minis = [tree_of(read_csv(write_csv(tmp_path, rows, name), n_bytes=1), n_bytes=1)
              for rows, name in (([("a", 1, 200)], "1.csv"), ([("b", 1, 100)], "2.csv"))]
     with pytest.raises(RangeCheckError, match="balance_USDT_ETH"):
         AggregationMerkleSumTree(minis, n_bytes=1)
@@ -274,12 +274,12 @@ def test_range_check_on_the_aggregation(tmp_path):
 def test_no_overflow_fixture(fixtures_dir, entries_of):
     batch = read_csv(fixtures_dir / "entry_16_no_overflow.csv")
     for n_bytes in (14, 8):
-        tree = MerkleSumTree.from_batch(batch, n_bytes=n_bytes)
+        tree = tree_of(batch, n_bytes=n_bytes)
         assert tree.root.balances == (2**64 - 1, 2**64 - 1)
     assert (tree.root.hash, tree.root.balances) == \
         reference.build_tree(entries_of("entry_16_no_overflow.csv"))[-1][0]
     with pytest.raises(RangeCheckError, match="balance_ETH_ETH"):
-        MerkleSumTree.from_batch(batch, n_bytes=7)
+        tree_of(batch, n_bytes=7)
     with pytest.raises(CsvError, match="out of range"):
         read_csv(fixtures_dir / "entry_16_no_overflow.csv", n_bytes=7)
 

@@ -4,9 +4,10 @@ import hashlib
 
 
 from summa_aggregation.cython_ext import _kernel, params, reference
-from summa_aggregation.cython_ext.csv_reader import read_csv, read_csvs, username_to_word
-from summa_aggregation.cython_ext.tree import (AggregationMerkleSumTree, MerkleSumTree, Node,
-                                               zero_root)
+from summa_aggregation.mst.csv_reader import read_csvs, username_to_word
+from summa_aggregation.mst.tree import AggregationMerkleSumTree, MerkleSumTree, Node, zero_root
+
+from mst_helpers import read_csv, tree_of
 
 
 def field(text):
@@ -29,7 +30,7 @@ def parse_inputs(key):
 
 
 def mini_tree(path, layout, **kwargs):
-    return MerkleSumTree.from_batch(read_csv(path), layout=layout, **kwargs)
+    return tree_of(read_csv(path), layout=layout, **kwargs)
 
 
 # --- field and Poseidon parameters ----------------------------------------------------------

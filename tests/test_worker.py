@@ -9,12 +9,12 @@ import msgpack
 import pytest
 import zmq
 
-from summa_aggregation.cython_ext.tree import MerkleSumTree
-from summa_aggregation.worker import protocol as wire
+from summa_aggregation.mst.tree import MerkleSumTree
+from summa_aggregation import wire
 from summa_aggregation.worker.client import (SEED_CURRENCIES, SEED_ENTRIES, WorkerClient,
                                              WorkerError, build_request)
 from summa_aggregation.worker.cli import with_port_offset
-from summa_aggregation.worker.protocol import BuildRequest, Code
+from summa_aggregation.wire import BuildRequest, Code
 
 from worker_helpers import (BIN, Sockets, WorkerProcess, free_port, random_batch, receive,
                             wait_until)

@@ -10,7 +10,7 @@ import time
 
 import zmq
 
-from summa_aggregation.worker import protocol as wire
+from summa_aggregation import wire
 
 BIN = os.path.dirname(sys.executable)
 
@@ -53,16 +53,22 @@ class WorkerProcess:
         self.endpoint = line.split("listening on ")[1].split()[0]
 
     def stop(self, seconds=5):
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(seconds)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, seconds)
         for stream in (self.process.stdout, self.process.stderr):
             stream.close()
         return self.process.returncode
+
+
+def terminate(process, seconds):
+    """SIGTERM, a bounded wait, then SIGKILL; returns the exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(seconds)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(seconds)
+    return process.returncode
 
 
 def receive(sock, seconds=30):

@@ -7,27 +7,21 @@ its task slot, so replicas sharing a host's network do not collide), SUMMA_WORKE
 SUMMA_WORKER_MAX_MEMORY_MB, SUMMA_WORKER_KEYS (a key directory: CURVE on every socket), SUMMA_WORKER_INSECURE=1 (plaintext:
 without keys, the worker refuses to start unless this is set).
 """
-import argparse
 import logging
 import os
 import re
-import signal
 import sys
 
 import zmq
 
 from ..cython_ext import _kernel
-from .keys import KeyDir, KeysError
-from .memory import RebindError
-from .protocol import DEFAULT_MAX_MESSAGE_BYTES
+from ..mst.commands import Parser
+from ..wire import DEFAULT_MAX_MESSAGE_BYTES
+from ..wire.keys import KeyDir, KeysError
+from ..wire.serve import serve_until_stopped
 from .server import Worker
 
 DEFAULT_BIND = "tcp://0.0.0.0:4000"
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _env_int(name, default):
@@ -52,7 +46,7 @@ def with_port_offset(endpoint, offset):
 
 
 def _parser():
-    parser = _Parser(prog="summa-worker", description="Serve mini-tree builds over ZeroMQ.")
+    parser = Parser(prog="summa-worker", description="Serve mini-tree builds over ZeroMQ.")
     parser.add_argument("--bind", default=os.environ.get("SUMMA_WORKER_BIND", DEFAULT_BIND),
                         help=f"ROUTER address to bind (default {DEFAULT_BIND}; "
                              f"tcp://127.0.0.1:* picks a free port)")
@@ -77,35 +71,6 @@ def _parser():
     parser.add_argument("--log-level", default=os.environ.get("SUMMA_WORKER_LOG_LEVEL", "WARNING"),
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
-
-
-class StopOnSignals:
-    """Signal handlers only ask the loop to stop; the old handlers come back on exit."""
-
-    def __init__(self, stoppable, signals=(signal.SIGTERM, signal.SIGINT)):
-        self.stoppable, self.signals, self.previous = stoppable, signals, {}
-
-    def __enter__(self):
-        for sig in self.signals:
-            self.previous[sig] = signal.signal(sig, lambda *_: self.stoppable.stop())
-        return self
-
-    def __exit__(self, *exc):
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-
-def serve_until_stopped(server, prog):
-    """Run server.serve() until a signal stops it; the exit status. A memory reset that could
-    not bind its address again ends it too, as a one-line error (the server stopped cleanly)."""
-    with StopOnSignals(server):
-        try:
-            server.serve()
-        except RebindError as error:
-            print(f"{prog}: error: {error}", file=sys.stderr)
-            return 1
-    print(f"{prog}: stopped", flush=True)
-    return 0
 
 
 def main(argv=None):

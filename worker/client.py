@@ -5,7 +5,6 @@
 sends the two example entries of the original design to a running worker and prints the
 mini-tree JSON it returns (what scripts/test_sending_entry.sh runs).
 """
-import argparse
 import json
 import os
 import sys
@@ -13,11 +12,13 @@ from dataclasses import dataclass
 
 import zmq
 
-from ..cython_ext.csv_reader import username_to_word
-from ..cython_ext.tree import depth_for
-from . import protocol as wire
-from .keys import KeyDir, KeysError
-from .protocol import BuildRequest, Code
+from .. import wire
+from ..mst.commands import Parser
+from ..mst.csv_reader import username_to_word
+from ..mst.limits import DEFAULT_LAYOUT, DEFAULT_N_BYTES, depth_for
+from ..mst.words import word_of
+from ..wire import BuildRequest, Code
+from ..wire.keys import KeyDir, KeysError
 
 SEED_CURRENCIES = ["balance_ETH_ETH", "balance_USDT_ETH"]
 SEED_ENTRIES = [("dxGaEAii", (11888, 41163)), ("MBlfbBGI", (67823, 18651))]
@@ -44,11 +45,11 @@ class MiniTree:
 def pack_entries(entries):
     """(username, balances) pairs -> (usernames, balances) packed words."""
     usernames = b"".join(username_to_word(name) for name, _ in entries)
-    balances = b"".join(int(b).to_bytes(wire.WORD, "little") for _, bs in entries for b in bs)
+    balances = b"".join(word_of(b) for _, bs in entries for b in bs)
     return usernames, balances
 
 
-def build_request(job, batch, entries, layout="interleaved", n_bytes=14, depth=None,
+def build_request(job, batch, entries, layout=DEFAULT_LAYOUT, n_bytes=DEFAULT_N_BYTES, depth=None,
                   as_json=False, currencies=None):
     usernames, balances = pack_entries(entries)
     count, n_currencies = len(entries), len(entries[0][1])
@@ -57,7 +58,7 @@ def build_request(job, batch, entries, layout="interleaved", n_bytes=14, depth=N
                         as_json, currencies)
 
 
-class WorkerClient:
+class WorkerClient(wire.SocketClient):
     def __init__(self, endpoint, context=None, timeout=30.0,
                  max_message_bytes=wire.DEFAULT_MAX_MESSAGE_BYTES, keys=None):
         self.context = context or zmq.Context.instance()
@@ -99,18 +100,9 @@ class WorkerClient:
         return MiniTree(body["job"], body["batch"], body["depth"], body["count"],
                         body["n_currencies"], body["nodes"])
 
-    def close(self):
-        self.socket.close(linger=0)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="test_sending_entry", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="test_sending_entry", description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=4000)
     parser.add_argument("--endpoint", help="instead of --port: tcp://HOST:PORT")
     parser.add_argument("--timeout", type=float, default=10.0)

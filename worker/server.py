@@ -6,7 +6,7 @@ forwards what the compute threads produce. Compute threads run the kernel with t
 released, so a long build never delays a PONG; each sends its reply through its own inproc
 PUSH socket back to the socket thread.
 
-A memory guard (memory.py) watches the heap: over the limit, the worker drops every
+A memory guard (wire/memory.py) watches the heap: over the limit, the worker drops every
 connection and all its work, and listens afresh; PONG tells a client whether the worker
 still holds the batch it asked about, so a lost one is sent again.
 """
@@ -19,12 +19,13 @@ import time
 
 import zmq
 
+from .. import wire
 from ..cython_ext import _kernel
-from ..cython_ext.tree import MerkleSumTree, RangeCheckError
-from . import protocol as wire
-from .keys import start_authenticator
-from .memory import MemoryGuard, default_budget, over_limit_message, rebind
-from .protocol import Code, ProtocolError
+from ..mst.tree import MerkleSumTree, RangeCheckError
+from ..wire import Code, ProtocolError
+from ..wire.keys import start_authenticator
+from ..wire.memory import MemoryGuard, default_budget, over_limit_message, rebind
+from .build_request import check_build
 
 log = logging.getLogger("summa.worker")
 
@@ -156,7 +157,7 @@ class Worker:
                 self._forward_results()
             self._reply(identity, wire.PONG, pong)
         elif command == wire.BUILD:
-            self._accept(identity, wire.check_build(body))
+            self._accept(identity, check_build(body, self.max_message_bytes))
         elif command == wire.CANCEL:
             self._cancel(wire.check_cancel(body))
         else:
@@ -166,11 +167,6 @@ class Worker:
     def _accept(self, identity, request):
         if request.job in self.cancelled:
             raise ProtocolError(Code.CANCELLED, f"job {request.job} was cancelled")
-        tree_bytes = 32 * (request.n_currencies + 1) * ((2 << request.depth) - 1)
-        if tree_bytes > self.max_message_bytes:   # a tiny request must not buy a huge tree
-            raise ProtocolError(Code.BAD_FIELD, f"a mini-tree of depth {request.depth} with "
-                                f"{request.n_currencies} currencies is {tree_bytes} bytes, over "
-                                f"this worker's message limit of {self.max_message_bytes}")
         task = _Task(identity, request)
         with self.active_lock:
             self.active.setdefault(request.job, set()).add(task)

@@ -1,10 +1,11 @@
 """Checking an inclusion proof (SPEC section 5): strict parsing, then recomputation."""
 import re
 
-from . import _kernel
+from ..cython_ext import _kernel
+from ..cython_ext.params import P
 from .csv_reader import username_to_word
-from .params import P
-from .words import LAYOUTS, int_of, word_of
+from .limits import check_n_currencies, layout_code
+from .words import int_of, word_of
 
 _FIELD = re.compile(r"0x[0-9a-f]{64}")
 _DECIMAL = re.compile(r"0|[1-9][0-9]*")   # canonical: one proof text per proof
@@ -38,10 +39,11 @@ def _parse(proof):
     if not isinstance(proof, dict) or set(proof) != keys:
         raise InvalidProof(f"expected an object with exactly the keys {sorted(keys)}")
     layout, n = proof["layout"], proof["n_currencies"]
-    if layout not in LAYOUTS:
-        raise InvalidProof(f"layout: unknown layout {layout!r}")
-    if type(n) is not int or not 1 <= n <= _kernel.MAX_CURRENCIES:
-        raise InvalidProof(f"n_currencies: expected an integer from 1 to {_kernel.MAX_CURRENCIES}")
+    try:
+        layout_code(layout)
+        check_n_currencies(n)
+    except ValueError as error:
+        raise InvalidProof(str(error)) from None
     entry = proof["entry"]
     if not isinstance(entry, dict) or set(entry) != {"username", "balances"}:
         raise InvalidProof("entry: expected an object with exactly 'username' and 'balances'")

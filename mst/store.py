@@ -19,8 +19,9 @@ import os
 import shutil
 import tempfile
 
+from ..cython_ext.params import WORD
+from .limits import tree_bytes
 from .tree import AggregationMerkleSumTree, Levels, MerkleSumTree
-from .words import WORD
 
 FORMAT = "summa-aggregation-result"
 VERSION = 1
@@ -157,8 +158,7 @@ def load(directory, check_sha256=True):
     try:
         n, d, m = manifest["n_currencies"], manifest["mini_depth"], manifest["mini_count"]
         files, layout, counts = manifest["files"], manifest["layout"], manifest["entry_counts"]
-        record = WORD * (n + 1)
-        per_tree = record * ((2 << d) - 1)
+        per_tree = tree_bytes(d, n)
         usernames = _map(directory, "usernames.bin", files["usernames.bin"]["bytes"])
         nodes = _map(directory, "minitrees.bin", files["minitrees.bin"]["bytes"])
         top_nodes = _map(directory, "top.bin", files["top.bin"]["bytes"])

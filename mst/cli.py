@@ -1,42 +1,10 @@
-"""summa-proof and summa-verify, plus the error handling every command shares.
-
-User mistakes end as one line on stderr and a non-zero exit, never a traceback:
-exit 1 when the data says no (bad CSV, invalid proof), 2 for usage and unreadable input.
-"""
-import argparse
+"""summa-proof and summa-verify: offline, from a result directory and a proof file."""
 import json
 import sys
 
-from .csv_reader import CsvError
+from .commands import Parser, run
 from .proof import InvalidProof, verify_proof
-from .store import StoreError, load
-from .tree import RangeCheckError
-
-USER_ERRORS = (CsvError, RangeCheckError, StoreError, InvalidProof, KeyError, ValueError)
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse that reports usage errors in one line with exit code 2."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def run(prog, body, argv):
-    """Call body(argv); turn the errors a user can cause into one line and an exit code."""
-    try:
-        return body(argv) or 0
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
-    except USER_ERRORS as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"{prog}: error: {message}", file=sys.stderr)
-        return 1
-    except OSError as error:
-        where = f"{error.filename}: " if error.filename else ""
-        print(f"{prog}: error: {where}{error.strerror or error}", file=sys.stderr)
-        return 2
+from .store import load
 
 
 def _proof(argv):

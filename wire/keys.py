@@ -9,7 +9,7 @@ them (NAME.key public, NAME.key_secret both):
     authorized/*.key      public keys allowed to connect to any server socket
 
 Servers accept only keys found in authorized/; a refused peer is logged with its key.
-Depends only on pyzmq (the protocol module uses it; nothing above the wire).
+Depends only on pyzmq (nothing above the wire); the command is summa-keys (daemon/keygen.py).
 """
 import glob
 import logging
@@ -102,20 +102,3 @@ def start_authenticator(context, keys, who):
     authenticator.start()
     authenticator.configure_curve_callback("*", credentials_provider=_AllowList(keys, who))
     return authenticator
-
-
-def main(argv=None):
-    """summa-keys DIR: generate the key pairs of a deployment."""
-    import argparse
-    import sys
-    parser = argparse.ArgumentParser(prog="summa-keys", description="Generate CURVE key pairs for "
-                                     "the daemon, the workers and clients, and the authorized list.")
-    parser.add_argument("directory", metavar="DIR")
-    args = parser.parse_args(argv)
-    try:
-        generate(args.directory)
-    except (KeysError, OSError) as error:
-        print(f"summa-keys: error: {error}", file=sys.stderr)
-        return 1
-    print(f"summa-keys: wrote daemon, worker and client key pairs and authorized/ to {args.directory}")
-    return 0

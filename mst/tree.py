@@ -6,28 +6,17 @@ only for the few nodes a caller asks for (a root, a proof path).
 """
 from dataclasses import dataclass
 
-from . import _kernel
+from ..cython_ext import _kernel
+from ..cython_ext.params import WORD
 from .csv_reader import username_to_word, word_to_username
+from .limits import (DEFAULT_LAYOUT, DEFAULT_N_BYTES, check_n_bytes, check_n_currencies, depth_for,
+                     layout_code, record_bytes, tree_bytes)
 from .proof import InvalidProof, verify_proof
-from .words import (DEFAULT_LAYOUT, LAYOUTS, WORD, field_hex, int_of,  # noqa: F401 (re-exported)
-                    layout_code, word_of)
-
-DEFAULT_N_BYTES = 14
+from .words import field_hex, int_of, word_of
 
 
 class RangeCheckError(ValueError):
     """A balance total does not fit in N_BYTES; the message names the currency."""
-
-
-def depth_for(count):
-    """ceil(log2(count)), and 0 for a single entry."""
-    return max(count - 1, 0).bit_length()
-
-
-def check_n_bytes(n_bytes):
-    if isinstance(n_bytes, bool) or not isinstance(n_bytes, int) or not 1 <= n_bytes <= 31:
-        raise ValueError(f"N_BYTES must be an integer from 1 to 31, got {n_bytes!r}")
-    return n_bytes
 
 
 @dataclass(frozen=True)
@@ -58,13 +47,13 @@ class Levels:
 
     def __init__(self, nodes, depth, n_currencies):
         self.nodes, self.depth, self.n_currencies = nodes, depth, n_currencies
-        self.record_size = WORD * (n_currencies + 1)
-        if len(nodes) != self.record_size * ((2 << depth) - 1):
+        self.record_size = record_bytes(n_currencies)
+        if len(nodes) != tree_bytes(depth, n_currencies):
             raise ValueError("node buffer does not match the tree's depth and currency count")
 
     @classmethod
     def allocate(cls, depth, n_currencies):
-        return cls(bytearray(WORD * (n_currencies + 1) * ((2 << depth) - 1)), depth, n_currencies)
+        return cls(bytearray(tree_bytes(depth, n_currencies)), depth, n_currencies)
 
     def offset(self, level):
         """Byte offset of the first node of `level` (0 = leaves)."""
@@ -115,7 +104,7 @@ def zero_root(depth, n_currencies, layout):
     """Root record of a tree of 2^depth zero entries (the padding of SPEC section 3)."""
     key = (depth, n_currencies, layout)
     if key not in _zero_cache:
-        record = bytearray(WORD * (n_currencies + 1))
+        record = bytearray(record_bytes(n_currencies))
         _kernel.hash_leaves(bytes(WORD), bytes(WORD * n_currencies), 1, n_currencies, record)
         for _ in range(depth):
             parent = bytearray(len(record))
@@ -162,8 +151,7 @@ class MerkleSumTree:
         """Hash a whole tree in the kernel. usernames/balances: packed words (see csv_reader)."""
         if count < 1:
             raise ValueError("a tree needs at least one entry")
-        if not 1 <= n_currencies <= _kernel.MAX_CURRENCIES:
-            raise ValueError(f"between 1 and {_kernel.MAX_CURRENCIES} currencies are supported")
+        check_n_currencies(n_currencies)
         depth = depth_for(count) if depth is None else depth
         if count > 1 << depth:
             raise ValueError(f"{count} entries do not fit in a tree of depth {depth}")
@@ -187,11 +175,6 @@ class MerkleSumTree:
         usernames = b"".join(username_to_word(u) for u, _ in entries)
         balances = b"".join(word_of(b) for _, bs in entries for b in bs)
         return cls.build(usernames, balances, len(entries), len(entries[0][1]), **kwargs)
-
-    @classmethod
-    def from_batch(cls, batch, **kwargs):
-        return cls.build(batch.usernames, batch.balances, batch.count, len(batch.currencies),
-                         currencies=batch.currencies, **kwargs)
 
     def node(self, level, index):
         """Node `index` of `level` (0 = leaves, depth = root), padding leaves included."""

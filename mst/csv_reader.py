@@ -9,9 +9,10 @@ import os
 import re
 from dataclasses import dataclass
 
-from .params import P
+from ..cython_ext import _kernel
+from ..cython_ext.params import P, WORD
+from .limits import DEFAULT_N_BYTES, check_n_bytes, check_power_of_two
 
-MAX_CURRENCIES = 64  # the kernel's limit on balance columns
 _NAME_MAX_SAFE = 31  # any 31-byte value is below P (P has 254 bits)
 _COLUMN = re.compile(r"balance_[A-Za-z0-9.-]+_[A-Za-z0-9.-]+").fullmatch
 _CONTROL = re.compile("[\x00-\x1f\x7f]").search
@@ -58,18 +59,13 @@ def username_to_word(username):
     problem = _username_problem(username)
     if problem:
         raise ValueError(problem)
-    return int.from_bytes(username.encode("utf-8"), "big").to_bytes(32, "little")
+    return int.from_bytes(username.encode("utf-8"), "big").to_bytes(WORD, "little")
 
 
 def word_to_username(word):
     """Inverse of username_to_word."""
     value = int.from_bytes(word, "little")
     return value.to_bytes((value.bit_length() + 7) // 8, "big").decode("utf-8")
-
-
-def _check_n_bytes(n_bytes):
-    if isinstance(n_bytes, bool) or not isinstance(n_bytes, int) or not 1 <= n_bytes <= 31:
-        raise ValueError(f"n_bytes must be an integer from 1 to 31, got {n_bytes!r}")
 
 
 def _header_problem(header):
@@ -86,9 +82,9 @@ def _header_problem(header):
     if len(set(header)) != len(header):
         dups = sorted({c for c in header if header.count(c) > 1})
         return f"bad header: duplicate column names {dups}"
-    if len(header) - 1 > MAX_CURRENCIES:
+    if len(header) - 1 > _kernel.MAX_CURRENCIES:
         return (f"bad header: {len(header) - 1} balance columns, "
-                f"at most {MAX_CURRENCIES} are supported")
+                f"at most {_kernel.MAX_CURRENCIES} are supported")
     return None
 
 
@@ -173,7 +169,7 @@ def _read_open(f, path, n_bytes, header, seen, done, sink):
                            f"(expected {list(header)}, got {file_header})")
 
         ncols = len(file_header)
-        pad = bytes(32 - n_bytes)
+        pad = bytes(WORD - n_bytes)
         usernames = bytearray()
         balances = bytearray()
         seen_add = seen.add
@@ -206,7 +202,7 @@ def _read_open(f, path, n_bytes, header, seen, done, sink):
                     first = _first_place(done + [path], name)
                     raise CsvError(f"{path}:{reader.line_num}: duplicate username {name!r} "
                                    f"(first seen at {first})")
-                usernames += value.to_bytes(32, "little")
+                usernames += value.to_bytes(WORD, "little")
                 if sink is not None and count - flushed == SEGMENT:
                     sink(file_header[1:], usernames, balances, SEGMENT)
                     usernames, balances, flushed = bytearray(), bytearray(), count
@@ -225,18 +221,12 @@ def _read_open(f, path, n_bytes, header, seen, done, sink):
     return EntryBatch(path, file_header[1:], count - start, usernames, balances)
 
 
-def read_csv(path, n_bytes=14, header=None):
-    """Read one file. ``header``, if given (a list of column names), must equal the file's."""
-    _check_n_bytes(n_bytes)
-    return _read(path, n_bytes, header, set(), [])
-
-
-def read_csvs(paths, n_bytes=14):
+def read_csvs(paths, n_bytes=DEFAULT_N_BYTES):
     """Read the files of one job in order: same header, usernames unique across all files.
 
     Raises the first error in file order, line order. Returns one batch per file.
     """
-    _check_n_bytes(n_bytes)
+    check_n_bytes(n_bytes, "n_bytes")
     seen, done, batches, header = set(), [], [], None
     for path in paths:
         batch = _read(path, n_bytes, header, seen, done)
@@ -244,11 +234,6 @@ def read_csvs(paths, n_bytes=14):
         done.append(os.fspath(path))
         batches.append(batch)
     return batches
-
-
-def _check_size(size):
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1 or size & (size - 1):
-        raise ValueError(f"batch size must be a power of two >= 1, got {size!r}")
 
 
 class _Cutter:
@@ -262,15 +247,15 @@ class _Cutter:
     def add(self, usernames, balances, count):
         u, v, n, i = memoryview(usernames), memoryview(balances), self.n, 0
         while i < count:
-            take = min(self.size - len(self.users) // 32, count - i)
-            self.users += u[32 * i:32 * (i + take)]
-            self.bals += v[32 * n * i:32 * n * (i + take)]
+            take = min(self.size - len(self.users) // WORD, count - i)
+            self.users += u[WORD * i:WORD * (i + take)]
+            self.bals += v[WORD * n * i:WORD * n * (i + take)]
             i += take
-            if len(self.users) == 32 * self.size:
+            if len(self.users) == WORD * self.size:
                 self._emit()
 
     def _emit(self):
-        self.emit(EntryBatch(f"batch {self.emitted}", list(self.currencies), len(self.users) // 32,
+        self.emit(EntryBatch(f"batch {self.emitted}", list(self.currencies), len(self.users) // WORD,
                              self.users, self.bals))
         self.users, self.bals, self.emitted = bytearray(), bytearray(), self.emitted + 1
 
@@ -279,31 +264,12 @@ class _Cutter:
             self._emit()
 
 
-def rebatch(batches, size):
-    """Cut the concatenated entries of ``batches`` into batches of ``size`` (a power of two).
-
-    The last batch may be shorter. Output batches are named 'batch 0', 'batch 1', ...
-    """
-    _check_size(size)
-    if not batches:
-        return []
-    currencies = batches[0].currencies
-    if any(b.currencies != currencies for b in batches):
-        raise ValueError("rebatch: all batches must have the same currencies")
-    out = []
-    cutter = _Cutter(size, currencies, out.append)
-    for b in batches:
-        cutter.add(b.usernames, b.balances, b.count)
-    cutter.finish()
-    return out
-
-
-def stream_csvs(paths, size, emit, n_bytes=14):
-    """read_csvs and rebatch in one pass: emit(batch) gets each batch of ``size`` entries as
+def stream_csvs(paths, size, emit, n_bytes=DEFAULT_N_BYTES):
+    """read_csvs and cutting into batches in one pass: emit(batch) gets each batch of ``size`` entries as
     soon as it is full, while reading goes on. The same checks and errors as read_csvs, but
     an error is raised when it is reached, after the batches before it were emitted."""
-    _check_n_bytes(n_bytes)
-    _check_size(size)
+    check_n_bytes(n_bytes, "n_bytes")
+    check_power_of_two(size)
     seen, done, header, cutters = set(), [], None, []
 
     def sink(currencies, usernames, balances, count):

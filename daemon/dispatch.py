@@ -1,0 +1,242 @@
+"""Distribution and retries: every batch built once, by whichever executor is free.
+
+The dispatcher's loop owns the executors' sockets. It takes batches from the loader as they
+come, hands each idle executor the next one, reads what the workers say, pings the busy ones,
+and retries elsewhere the batches of workers that died, went silent, lost them or lied. It
+never does CPU-heavy work: returned mini-trees go to the checker thread (checker.py), so a
+long check cannot make a healthy worker look silent, and a worker is declared dead only after
+its sockets were read once more (answers that came while the loop was busy count).
+
+Mini-trees are placed by batch index, so the result is the same whatever the number of
+executors or the order of completion.
+"""
+import collections
+import logging
+import time
+
+import zmq
+
+from .. import wire
+from ..mst.limits import depth_for
+from ..wire import Code, ProtocolError
+from .checker import Checker, Returned
+from .job import CANCELLED, FAILED, LOADING, RUNNING, JobEnded
+from .spawners import SpawnError
+
+log = logging.getLogger("summa.daemon")
+
+# a worker's ERROR about these is the worker's trouble, not the data's: try elsewhere
+TRANSIENT = (Code.CANCELLED, Code.SHUTTING_DOWN, Code.INTERNAL)
+POLL_MS = 50
+LOADING_POLL_MS = 10   # while batches may still arrive from the reader
+
+
+class Dispatcher:
+    def __init__(self, job, config, context, spawner, executors, loader, jobs_dir):
+        self.job, self.config, self.context = job, config, context
+        self.spawner, self.loader, self.jobs_dir = spawner, loader, jobs_dir
+        self.curve = config.worker_curve()
+        self.window = config.heartbeat_interval * config.heartbeat_liveness
+        self.batches, self.nodes, self.attempts = [], [], []
+        self.pending = collections.deque()
+        self.depth, self.loaded, self.done = None, False, 0
+        self.last_failure = "none"
+        self.poller = zmq.Poller()
+        self.owner = {}                    # socket -> its executor
+        self.executors = []
+        self.checker = Checker(context, job.id, job.spec.layout, config.verify_leaves,
+                               config.verify_full)
+        self.poller.register(self.checker.wake, zmq.POLLIN)
+        self.checker.start()
+        for executor in executors:
+            self._add(executor)
+
+    def run(self):
+        """Returns (batches, depth, node buffers) once every batch is built and checked."""
+        while not (self.loaded and self.done == len(self.batches)):
+            self._check_cancel()
+            self._take_loaded()
+            self._hand_out(time.monotonic())
+            for sock, _ in self.poller.poll(POLL_MS if self.loaded else LOADING_POLL_MS):
+                if sock is self.checker.wake:
+                    self._take_verdicts()
+                elif sock in self.owner:       # else: dropped a moment ago
+                    self._on_message(self.owner[sock], sock)
+            self._heartbeats(time.monotonic())
+        return self.batches, self.depth, self.nodes
+
+    def close(self):
+        self.checker.stop()
+        for executor in self.executors:
+            executor.close()
+
+    # ---- steps of the loop ------------------------------------------------------------------
+
+    def _check_cancel(self):
+        if self.job.cancel_requested.is_set():
+            raise JobEnded(CANCELLED, "cancelled")
+
+    def _take_loaded(self):
+        for kind, item in self.loader.drain():
+            if kind == "error":
+                raise JobEnded(FAILED, item)
+            if kind == "end":
+                self.loaded = True
+                if self.depth is None:
+                    self.depth = depth_for(max(b.count for b in self.batches))
+                self.job.update(self.jobs_dir, loaded=time.time(), progress={
+                    "batches": len(self.batches), "entries": sum(b.count for b in self.batches)})
+                continue
+            self.batches.append(item)
+            self.nodes.append(None)
+            self.attempts.append(0)
+            self.pending.append(len(self.batches) - 1)
+            if self.depth is None and self.job.spec.batch_size:
+                # with a batch size the first batch is full (or it is the only one)
+                self.depth = depth_for(item.count)
+        if self.depth is not None and self.job.state == LOADING:
+            self.job.update(self.jobs_dir, state=RUNNING)
+
+    def _hand_out(self, now):
+        if self.depth is None:
+            return
+        for executor in self.executors:
+            if self.pending and executor.usable(now):
+                index = self.pending.popleft()
+                executor.start(self.job.id, index, self._build_frames(index), now)
+
+    def _build_frames(self, index):
+        spec, batch = self.job.spec, self.batches[index]
+        request = wire.BuildRequest(self.job.id, index, batch.count, len(batch.currencies),
+                                    spec.layout, spec.n_bytes, self.depth, batch.usernames,
+                                    batch.balances, currencies=batch.currencies)
+        return wire.frames(wire.BUILD, request.body())
+
+    def _heartbeats(self, now):
+        for executor in list(self.executors):
+            executor.heartbeat(now, self.config.heartbeat_interval)
+            if executor.silent(now, self.window):
+                self._read_all(executor)          # what came while this loop was busy counts
+                if executor in self.executors and executor.silent(time.monotonic(), self.window):
+                    self._on_silence(executor, now)
+
+    def _read_all(self, executor):
+        for sock in executor.sockets:
+            while executor in self.executors and sock.poll(0):
+                self._on_message(executor, sock)
+
+    def _on_silence(self, executor, now):
+        if executor.batch is not None:           # a worker on probation holds no batch
+            self._retry(executor.batch, f"{executor.name} stopped answering "
+                        f"(no reply for {self.window:g} s)")
+        self._replace(executor, now)
+
+    # ---- what workers say -------------------------------------------------------------------
+
+    def _on_message(self, executor, sock):
+        try:
+            command, body = executor.receive(sock)
+        except ProtocolError as error:
+            log.warning("job %s: unreadable message from %s: %s", self.job.id, executor.name, error)
+            return
+        if sock is not executor.socket:
+            return                     # the heartbeat connection: it answered, that is all
+        index = executor.batch
+        if executor.lost_batch(command, body):
+            executor.batch = None
+            self._retry(index, f"{executor.name} no longer holds it (restarted, or dropped its "
+                        f"connections)")
+            return
+        if command == wire.PONG or index is None or body.get("batch") != index:
+            return                     # a heartbeat, or an answer to a batch already retried
+        executor.batch = None
+        if command == wire.ERROR:
+            self._on_error(executor, index, body)
+        else:                          # a RESULT, or what claims to be one: the checker says
+            self.checker.check(Returned(executor, index, self.batches[index], self.depth, body))
+
+    def _on_error(self, executor, index, body):
+        self._check_cancel()           # a worker obeying our own cancellation is no failure
+        code, message = body.get("code"), body.get("message", "?")
+        if code in TRANSIENT:
+            self._retry(index, f"{executor.name}: {message}")
+            return
+        raise JobEnded(FAILED, f"batch {index} ({self.batches[index].path}): {message}")
+
+    def _take_verdicts(self):
+        for returned, problem in self.checker.take_verdicts():
+            if problem:
+                self._retry(returned.index, f"{returned.executor.name} returned a bad mini-tree: "
+                            f"{problem}")
+                self._quarantine(returned.executor, problem)
+                continue
+            self.nodes[returned.index] = returned.body["nodes"]
+            self.done += 1
+            seconds = returned.body.get("seconds")
+            self.job.count(batches_done=1, entries_done=returned.batch.count,
+                           worker_seconds=seconds if isinstance(seconds, float) else 0.0)
+
+    # ---- retries and workers ----------------------------------------------------------------
+
+    def _retry(self, index, reason):
+        self.attempts[index] += 1
+        self.last_failure = f"batch {index}: {reason}"
+        log.warning("job %s: batch %d attempt %d failed: %s", self.job.id, index,
+                    self.attempts[index], reason)
+        if self.attempts[index] > self.config.max_retries:
+            raise JobEnded(FAILED, f"batch {index} failed {self.attempts[index]} times; last: {reason}")
+        self.job.count(retries=1)
+        self.pending.appendleft(index)
+
+    def _add(self, executor):
+        for sock in executor.connect(self.context, curve=self.curve):
+            self.poller.register(sock, zmq.POLLIN)
+            self.owner[sock] = executor
+        self.executors.append(executor)
+
+    def _drop(self, executor):
+        for sock in executor.sockets:
+            self.poller.unregister(sock)
+            del self.owner[sock]
+        executor.close()
+        self.executors.remove(executor)
+
+    def _adopt(self, successor):
+        if successor is not None:
+            self.job.count(replacements=1)
+            self._add(successor)
+        if not self.executors:
+            raise JobEnded(FAILED, "no worker left: every worker died or was quarantined, and "
+                           f"none could be replaced; last: {self.last_failure}")
+
+    def _replace(self, executor, now):
+        """A worker that went silent: another one takes its place (or it is retried later)."""
+        self._drop(executor)
+        try:
+            successor = self.spawner.replace(executor, now)
+        except (SpawnError, OSError) as error:
+            log.warning("job %s: could not replace %s: %s", self.job.id, executor.name, error)
+            successor = None
+        if successor is not None and successor.failures > self.config.max_retries:
+            log.warning("job %s: giving up on %s after %d silent reconnects", self.job.id,
+                        executor.name, executor.failures)
+            successor = None
+        self._adopt(successor)
+
+    def _quarantine(self, executor, problem):
+        """A worker that returned a wrong mini-tree is never used again by this job."""
+        self.last_failure = f"{executor.name} quarantined: {problem}"
+        if executor.name not in self.job.record["quarantined"]:
+            log.warning("job %s: %s quarantined: %s", self.job.id, executor.name, problem)
+            self.job.update(None, quarantined=self.job.record["quarantined"] + [executor.name])
+        if executor not in self.executors:
+            return                     # it died or was quarantined while its result was checked
+        if executor.batch is not None:   # what it took on while its result was checked
+            self._retry(executor.batch, f"{executor.name} was quarantined")
+        self._drop(executor)
+        try:
+            successor = self.spawner.quarantine(executor)
+        except (SpawnError, OSError) as error:
+            log.warning("job %s: no fresh worker instead of %s: %s", self.job.id, executor.name, error)
+            successor = None
+        self._adopt(successor)

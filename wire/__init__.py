@@ -1,0 +1,20 @@
+"""What goes over the wire: one envelope, two message sets, the socket factory; and beside
+them CURVE keys (wire.keys), the memory guard (wire.memory) and the serve loop (wire.serve).
+
+Imports only pyzmq, msgpack and the standard library: a client of the daemon or of a worker
+needs neither the kernel nor the tree library. `from summa_aggregation import wire` gives the
+message API in one name: wire.frames(wire.BUILD, ...), wire.parse(...), wire.new_socket(...).
+"""
+from .control_messages import SubmitRequest, check_job, read_submit
+from .envelope import ProtocolError, error_body, frames, parse, rule
+from .protocol import (BUILD, CANCEL, CANCEL_TOPICS, COMMAND_NAMES, DEFAULT_MAX_MESSAGE_BYTES, ERROR,
+                       HEADER, LIST, MAX_EXECUTORS, PING, PONG, PROOF, REPLY, RESULT, SHUTDOWN,
+                       STATUS, SUBMIT, Code, cancel_topic)
+from .sockets import SocketClient, new_socket
+from .worker_messages import BuildRequest, check_cancel, read_build
+
+__all__ = ["BUILD", "BuildRequest", "CANCEL", "CANCEL_TOPICS", "COMMAND_NAMES", "Code",
+           "DEFAULT_MAX_MESSAGE_BYTES", "ERROR", "HEADER", "LIST", "MAX_EXECUTORS", "PING", "PONG",
+           "PROOF", "ProtocolError", "REPLY", "RESULT", "SHUTDOWN", "STATUS", "SUBMIT",
+           "SocketClient", "SubmitRequest", "cancel_topic", "check_cancel", "check_job", "error_body", "frames",
+           "new_socket", "parse", "read_build", "read_submit", "rule"]
