@@ -229,8 +229,12 @@ class Dispatcher:
         if executor.name not in self.job.record["quarantined"]:
             log.warning("job %s: %s quarantined: %s", self.job.id, executor.name, problem)
             self.job.update(None, quarantined=self.job.record["quarantined"] + [executor.name])
-        if executor not in self.executors:
-            return                     # it died or was quarantined while its result was checked
+        # it may have gone silent while its result was checked: then a reconnect to the same
+        # address may stand in its place, and is just as untrusted
+        executor = next((e for e in self.executors if e is executor or e.endpoint == executor.endpoint),
+                        None)
+        if executor is None:
+            return
         if executor.batch is not None:   # what it took on while its result was checked
             self._retry(executor.batch, f"{executor.name} was quarantined")
         self._drop(executor)
