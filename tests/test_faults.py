@@ -5,6 +5,7 @@ daemon keeps serving. (Killed workers and a SIGKILLed daemon are in test_daemon.
 The disk and network tests need root (a tmpfs mount; network namespaces); they skip without it,
 unless SUMMA_REQUIRE_DOCKER=1 (CI, which runs as root) makes that a failure.
 """
+import json
 import os
 import random
 import shutil
@@ -122,6 +123,16 @@ class Namespaces:
                             "rate", rate, "burst", "16kb", "latency", "2s"], check=True,
                            capture_output=True, timeout=30)
 
+    def held_back(self):
+        """(bytes sent, packets the bucket held back) on each end: (daemon's, worker's)."""
+        stats = []
+        for namespace, link in ((self.daemon_ns, self.link_d), (self.worker_ns, self.link_w)):
+            shown = subprocess.run([*self.inside(namespace), "tc", "-s", "-j", "qdisc", "show", "dev",
+                                    link], check=True, capture_output=True, text=True, timeout=30)
+            qdisc = next(q for q in json.loads(shown.stdout) if q["kind"] == "tbf")
+            stats.append((qdisc["bytes"], qdisc["overlimits"]))
+        return stats
+
     def remove(self):
         for namespace in (self.daemon_ns, self.worker_ns):
             subprocess.run(["ip", "netns", "del", namespace], capture_output=True, timeout=30)
@@ -180,7 +191,6 @@ def test_a_batch_slower_to_send_than_the_liveness_window_is_not_a_death(tmp_path
         hosts.throttle("8mbit")                   # ~1 MB/s each way: seconds per message
         daemon = DaemonProcess(tmp_path, {"cloud_hosts": [hosts.worker_ip], "cloud_port": base},
                                prefix=hosts.inside(hosts.daemon_ns))
-        window = daemon.settings["heartbeat_interval"] * daemon.settings["heartbeat_liveness"]
         job = job_id_of(daemon.submit("build", tmp_path / "big.csv", "--batch-size", batch,
                                       "--spawner", "cloud", "--executors", "1").stdout)
         record = daemon.wait_state(job, seconds=60)
@@ -189,8 +199,12 @@ def test_a_batch_slower_to_send_than_the_liveness_window_is_not_a_death(tmp_path
         assert retries == [], "\n".join(retries)   # the slow worker was never declared dead
         assert record["state"] == "done", record
         assert record["root"] == single_tree_root(entries)
-        # the link was slow indeed: one worker took longer than a liveness window per batch
-        assert record["finished"] - record["started"] > batches * window, record
+        # the link was slow indeed: both ways, the bucket held traffic back, and what crossed
+        # it (every BUILD, 2 MB each; every RESULT, 4 MB) took seconds per message at 1 MB/s,
+        # against a liveness window of 0.6 s
+        (to_worker, held_to), (to_daemon, held_from) = hosts.held_back()
+        assert held_to > 0 and held_from > 0
+        assert to_worker >= batches * batch * 64 and to_daemon >= batches * batch * 120
     finally:
         if worker is not None:
             worker.kill()
