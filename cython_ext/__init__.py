@@ -1,0 +1,5 @@
+"""The kernel and nothing else: field arithmetic, Poseidon and tree levels in C (_kernel.pyx and
+its headers, batch calls, GIL released, cancellable), the contract's numbers (params.py) and the
+pure-Python reference the kernel is tested against (reference.py).
+
+It imports nothing of ours, does no I/O, and knows no sockets, JSON or argparse."""
