@@ -117,7 +117,7 @@ class Dispatcher:
             executor.heartbeat(now, self.config.heartbeat_interval)
             if executor.silent(now, self.window):
                 self._read_all(executor)          # what came while this loop was busy counts
-                if executor in self.executors and executor.silent(time.monotonic(), self.window):
+                if executor in self.executors and executor.silent(now, self.window):
                     self._on_silence(executor, now)
 
     def _read_all(self, executor):
