@@ -103,7 +103,8 @@ class Dispatcher:
         for executor in self.executors:
             if self.pending and executor.usable(now):
                 index = self.pending.popleft()
-                executor.start(self.job.id, index, self._build_frames(index), now)
+                if not executor.start(self.job.id, index, self._build_frames(index), now):
+                    self.pending.appendleft(index)     # to the next executor free
 
     def _build_frames(self, index):
         spec, batch = self.job.spec, self.batches[index]

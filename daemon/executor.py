@@ -25,6 +25,17 @@ from .. import wire
 HEARTBEAT_MAX_MESSAGE_BYTES = 64 << 10   # PONGs are a few dozen bytes
 
 
+def _send(sock, frames, copy=True):
+    """False when libzmq cannot take the message now: a DEALER whose connection is being
+    re-made (after the peer broke a limit, say) has no pipe, and a blocking send would hang
+    the dispatcher's loop, and with it every worker of the job."""
+    try:
+        sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=copy)
+        return True
+    except zmq.Again:
+        return False
+
+
 class Executor:
     def __init__(self, endpoint, name=None, handle=None):
         self.endpoint, self.name = endpoint, name or endpoint
@@ -58,19 +69,25 @@ class Executor:
         return self.batch is None and not self.probation and self.ready_at <= now
 
     def start(self, job, batch, frames, now):
+        """Send a BUILD; False when the worker cannot take it now: it then has to answer a
+        PING before it gets work again (probation)."""
+        if not _send(self.socket, frames, copy=False):
+            self.probation = True
+            return False
         self.job, self.batch = job, batch
         self.batch_ping = self.ping_seq + 1
-        self.socket.send_multipart(frames, copy=False)
         self.next_ping = now             # the first PING right behind the BUILD
+        return True
 
     def heartbeat(self, now, interval):
         """Send the PINGs that are due to a busy (or probationary) worker."""
         if (self.batch is None and not self.probation) or self.ready_at > now or now < self.next_ping:
             return
         self.ping_seq += 1
-        self.heartbeat_socket.send_multipart(wire.frames(wire.PING, {"seq": self.ping_seq}))
+        # a PING libzmq cannot take now is not sent, and counts as unanswered all the same
+        _send(self.heartbeat_socket, wire.frames(wire.PING, {"seq": self.ping_seq}))
         if self.batch is not None:
-            self.socket.send_multipart(wire.frames(wire.PING, {
+            _send(self.socket, wire.frames(wire.PING, {
                 "seq": self.ping_seq, "job": self.job, "batch": self.batch}))
         if self.unanswered_since is None:
             self.unanswered_since = now

@@ -145,6 +145,15 @@ def run_script():
     return _run_script
 
 
+@pytest.fixture
+def worker_process():
+    """A real summa-worker on a free port of 127.0.0.1 for one test, stopped after it."""
+    from worker_helpers import WorkerProcess
+    process = WorkerProcess()
+    yield process
+    process.stop()
+
+
 @pytest.fixture(autouse=True)
 def no_worker_left_behind():
     """Every daemon a test started (daemon_helpers.DaemonProcess) is stopped after it, and none

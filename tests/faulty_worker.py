@@ -6,6 +6,8 @@ changes one node of what it returns. SUMMA_FAULT picks which:
   leaf-balance    the first balance of the last real leaf (+1)
   forget-first    no lie: it drops the first BUILD it gets, as a worker restarted in place
                   would, and goes on answering PINGs
+  fat-pong        no lie in its trees: every PONG carries 1 MiB of padding (over the 64 KiB
+                  a PONG may have on the daemon's heartbeat connection)
 Run it as summa-worker: python tests/faulty_worker.py --bind tcp://127.0.0.1:*
 """
 import os
@@ -17,6 +19,7 @@ from summa_aggregation.worker import cli, server
 
 honest_build = server.Worker._build
 honest_accept = server.Worker._accept
+honest_reply = server.Worker._reply
 
 
 def lying_build(self, task):
@@ -45,8 +48,16 @@ def forgetful_accept(self, identity, request):
     self.forgot = True
 
 
+def fat_reply(self, identity, command, body):
+    if command == wire.PONG:
+        body = {**body, "padding": bytes(1 << 20)}
+    return honest_reply(self, identity, command, body)
+
+
 if os.environ.get("SUMMA_FAULT") == "forget-first":
     server.Worker._accept = forgetful_accept
+elif os.environ.get("SUMMA_FAULT") == "fat-pong":
+    server.Worker._reply = fat_reply
 else:
     server.Worker._build = lying_build
 
