@@ -11,4 +11,18 @@ kernel = Extension(
     extra_compile_args=["-O3", "-fno-strict-aliasing"],
 )
 
-setup(ext_modules=cythonize([kernel], language_level=3))
+# packed records: narrowing, widening, fingerprints, radix sort and search (no hashing)
+records = Extension(
+    "summa_aggregation.cython_ext._records",
+    sources=["cython_ext/_records.pyx"],
+    extra_compile_args=["-O3", "-fno-strict-aliasing"],
+)
+
+# the entry CSV reader's fast path: lines to packed entries (no I/O)
+csvscan = Extension(
+    "summa_aggregation.cython_ext._csvscan",
+    sources=["cython_ext/_csvscan.pyx"],
+    extra_compile_args=["-O3", "-fno-strict-aliasing"],
+)
+
+setup(ext_modules=cythonize([kernel, records, csvscan], language_level=3))

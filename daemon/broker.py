@@ -273,6 +273,9 @@ class Daemon:
         tree = self._result(job.id)
         try:
             return {"proof": tree.proof(username)}
+        except store.StoreError as error:      # damaged since it was opened: say so, never lie
+            log.error("job %s: %s", job.id, error)
+            raise ProtocolError(Code.INTERNAL, f"job {job.id}: {error}") from None
         except (KeyError, ValueError):
             raise ProtocolError(Code.NOT_FOUND, f"username {username!r} is not in job {job.id}") from None
 

@@ -1,4 +1,5 @@
-"""The checker thread: every returned mini-tree is checked here, off the heartbeat path.
+"""The checker thread: every returned subtree is checked here, off the heartbeat path, then
+written at its place in the result files (ResultWriter.write_unit) and dropped.
 
 A check may be long (verify_full rebuilds the whole mini-tree), and a loop busy with it would
 read no PONG meanwhile; so the dispatcher hands each RESULT over and goes on, and the verdict
@@ -25,9 +26,13 @@ class Returned:
     """A RESULT the dispatcher accepted for checking, and what it was the answer to."""
     executor: object
     index: int
-    batch: object          # the EntryBatch that was sent
-    depth: int             # the mini-tree depth it was sent with
+    batch: object          # the EntryBatch of the unit that was sent
+    depth: int             # the unit depth it was sent with
     body: dict
+
+
+class Fatal(str):
+    """A verdict that fails the job: the check could not be done (a full disk, a bug)."""
 
 
 def shape_problem(body, job_id, batch, depth):
@@ -43,10 +48,10 @@ def shape_problem(body, job_id, batch, depth):
 
 
 class Checker(threading.Thread):
-    def __init__(self, context, job_id, layout, sample, full):
+    def __init__(self, context, job_id, layout, sample, full, writer):
         super().__init__(name=f"check-{job_id}", daemon=True)
         self.context, self.job_id = context, job_id
-        self.layout, self.sample, self.full = layout, sample, full
+        self.layout, self.sample, self.full, self.writer = layout, sample, full, writer
         self.inbox, self.verdicts = queue.Queue(), queue.Queue()
         self.control = _kernel.Control()       # stops a rebuild when the job ends
         self.address = f"inproc://summa-checker-{id(self)}"
@@ -75,6 +80,12 @@ class Checker(threading.Thread):
                     problem = self._problem(returned)
                 except _kernel.Cancelled:
                     return
+                except OSError as error:      # the disk, not the worker: the job cannot go on
+                    problem = Fatal(f"cannot write the result to {self.writer.target}: "
+                                    f"{error.strerror or error}")
+                except Exception as error:    # a bug: fail the job rather than hang it
+                    log.exception("checking a result failed")
+                    problem = Fatal(f"internal error while checking: {type(error).__name__}: {error}")
                 self.verdicts.put((returned, problem))
                 push.send(b"")
         finally:
@@ -89,6 +100,8 @@ class Checker(threading.Thread):
                                self.sample, self.full, control=self.control)
             except IntegrityError as error:
                 problem = f"integrity error: {error}"
+        if problem is None:
+            problem = self.writer.write_unit(returned.index, returned.body["nodes"])
         return problem
 
     def stop(self):

@@ -2,6 +2,7 @@
 import os
 from dataclasses import dataclass, field, fields
 
+from ..mst.shape import MAX_SET_UNIT_DEPTH as MAX_UNIT_DEPTH
 from ..wire import MAX_EXECUTORS
 
 try:
@@ -36,6 +37,7 @@ class DaemonConfig:
     cloud_port: int = 4000                  # replica N listens on cloud_port + N on its host
     verify_leaves: int = 8                  # leaves of each returned mini-tree checked (0: none)
     verify_full: bool = False               # rebuild every mini-tree here and compare it all
+    unit_size: int = 0                      # entries per work unit, a power of two (0: the README's rule)
     max_memory_mb: int = 0                  # heap budget; over it, control clients are dropped (0: 3/4 of RAM)
     keys_dir: str = ""                      # CURVE key directory (summa-keys)
     insecure: bool = False                  # plaintext sockets; only when asked for, with a warning
@@ -72,6 +74,9 @@ class DaemonConfig:
             raise ConfigError(f"{where}: cloud_port must be a port and cloud_hosts not empty")
         if self.heartbeat_interval <= 0:
             raise ConfigError(f"{where}: heartbeat_interval must be positive")
+        if self.unit_size and (self.unit_size < 0 or self.unit_size & (self.unit_size - 1)
+                               or self.unit_size > 1 << MAX_UNIT_DEPTH):
+            raise ConfigError(f"{where}: unit_size must be 0 or a power of two up to 2^{MAX_UNIT_DEPTH}")
         return self
 
 

@@ -1,14 +1,16 @@
-"""Distribution and retries: every batch built once, by whichever executor is free.
+"""Distribution and retries: every work unit built once, by whichever executor is free.
 
-The dispatcher's loop owns the executors' sockets. It takes batches from the loader as they
-come, hands each idle executor the next one, reads what the workers say, pings the busy ones,
-and retries elsewhere the batches of workers that died, went silent, lost them or lied. It
-never does CPU-heavy work: returned mini-trees go to the checker thread (checker.py), so a
-long check cannot make a healthy worker look silent, and a worker is declared dead only after
-its sockets were read once more (answers that came while the loop was busy count).
+The dispatcher's loop owns the executors' sockets. It takes work units from the loader as
+they come (descriptors: where their entries are stored; only units in flight hold entries),
+hands each idle executor the next one, reads what the workers say, pings the busy ones, and retries
+elsewhere the units of workers that died, went silent, lost them or lied. It never does
+CPU-heavy work: returned subtrees go to the checker thread (checker.py), which checks them
+and writes them at their place in the result files, so a long check cannot make a healthy
+worker look silent; a worker is declared dead only after its sockets were read once more
+(answers that came while the loop was busy count).
 
-Mini-trees are placed by batch index, so the result is the same whatever the number of
-executors or the order of completion.
+Units are placed by serial, so the result is the same whatever the number of executors or
+the order of completion. Only each unit's root stays in memory.
 """
 import collections
 import logging
@@ -17,9 +19,10 @@ import time
 import zmq
 
 from .. import wire
-from ..mst.limits import depth_for
+from ..mst.csv_reader import EntryBatch
+from ..mst.limits import record_bytes
 from ..wire import Code, ProtocolError
-from .checker import Checker, Returned
+from .checker import Checker, Fatal, Returned
 from .job import CANCELLED, FAILED, LOADING, RUNNING, JobEnded
 from .spawners import SpawnError
 
@@ -32,38 +35,39 @@ LOADING_POLL_MS = 10   # while batches may still arrive from the reader
 
 
 class Dispatcher:
-    def __init__(self, job, config, context, spawner, executors, loader, jobs_dir):
+    def __init__(self, job, config, context, spawner, executors, loader, writer, jobs_dir):
         self.job, self.config, self.context = job, config, context
-        self.spawner, self.loader, self.jobs_dir = spawner, loader, jobs_dir
+        self.spawner, self.loader, self.writer, self.jobs_dir = spawner, loader, writer, jobs_dir
         self.curve = config.worker_curve()
         self.window = config.heartbeat_interval * config.heartbeat_liveness
-        self.batches, self.nodes, self.attempts = [], [], []
+        self.units, self.attempts, self.roots = [], [], {}
         self.pending = collections.deque()
-        self.depth, self.loaded, self.done = None, False, 0
+        self.depth, self.shape, self.done = None, None, 0
+        self.batch_units_done, self.batches_done = collections.Counter(), 0
         self.last_failure = "none"
         self.poller = zmq.Poller()
         self.owner = {}                    # socket -> its executor
         self.executors = []
         self.checker = Checker(context, job.id, job.spec.layout, config.verify_leaves,
-                               config.verify_full)
+                               config.verify_full, writer)
         self.poller.register(self.checker.wake, zmq.POLLIN)
         self.checker.start()
         for executor in executors:
             self._add(executor)
 
     def run(self):
-        """Returns (batches, depth, node buffers) once every batch is built and checked."""
-        while not (self.loaded and self.done == len(self.batches)):
+        """Returns (TreeShape, unit roots by serial) once every unit is built, checked, stored."""
+        while not (self.shape and self.done == self.shape.units):
             self._check_cancel()
             self._take_loaded()
             self._hand_out(time.monotonic())
-            for sock, _ in self.poller.poll(POLL_MS if self.loaded else LOADING_POLL_MS):
+            for sock, _ in self.poller.poll(POLL_MS if self.shape else LOADING_POLL_MS):
                 if sock is self.checker.wake:
                     self._take_verdicts()
                 elif sock in self.owner:       # else: dropped a moment ago
                     self._on_message(self.owner[sock], sock)
             self._heartbeats(time.monotonic())
-        return self.batches, self.depth, self.nodes
+        return self.shape, self.roots
 
     def close(self):
         self.checker.stop()
@@ -80,20 +84,19 @@ class Dispatcher:
         for kind, item in self.loader.drain():
             if kind == "error":
                 raise JobEnded(FAILED, item)
-            if kind == "end":
-                self.loaded = True
-                if self.depth is None:
-                    self.depth = depth_for(max(b.count for b in self.batches))
+            if kind == "depth":
+                self.depth = item
+            elif kind == "unit":
+                self.units.append(item)
+                self.attempts.append(0)
+                self.pending.append(item.serial)
+            elif kind == "end":
+                self.shape = item
+                self.batches_done = sum(self.batch_units_done[b] == item.units_in(c)
+                                        for b, c in enumerate(item.counts))
                 self.job.update(self.jobs_dir, loaded=time.time(), progress={
-                    "batches": len(self.batches), "entries": sum(b.count for b in self.batches)})
-                continue
-            self.batches.append(item)
-            self.nodes.append(None)
-            self.attempts.append(0)
-            self.pending.append(len(self.batches) - 1)
-            if self.depth is None and self.job.spec.batch_size:
-                # with a batch size the first batch is full (or it is the only one)
-                self.depth = depth_for(item.count)
+                    "batches": len(item.counts), "entries": item.entries, "units": item.units,
+                    "batches_done": self.batches_done})
         if self.depth is not None and self.job.state == LOADING:
             self.job.update(self.jobs_dir, state=RUNNING)
 
@@ -102,15 +105,24 @@ class Dispatcher:
             return
         for executor in self.executors:
             if self.pending and executor.usable(now):
-                index = self.pending.popleft()
-                if not executor.start(self.job.id, index, self._build_frames(index), now):
-                    self.pending.appendleft(index)     # to the next executor free
+                serial = self.pending.popleft()
+                if not executor.start(self.job.id, serial, self._build_frames(serial), now):
+                    self.pending.appendleft(serial)     # to the next executor free
 
-    def _build_frames(self, index):
-        spec, batch = self.job.spec, self.batches[index]
-        request = wire.BuildRequest(self.job.id, index, batch.count, len(batch.currencies),
-                                    spec.layout, spec.n_bytes, self.depth, batch.usernames,
-                                    batch.balances, currencies=batch.currencies)
+    def _payload(self, unit):
+        """A unit's entries, read back from the result files when it is first handed out, kept
+        until it is checked (a retry sends the same bytes)."""
+        if unit.payload is None:
+            usernames, balances = self.writer.read_entries(unit.position, unit.count)
+            unit.payload = EntryBatch(self.loader.path_of(unit.position), self.loader.currencies,
+                                      unit.count, usernames, balances)
+        return unit.payload
+
+    def _build_frames(self, serial):
+        spec, payload = self.job.spec, self._payload(self.units[serial])
+        request = wire.BuildRequest(self.job.id, serial, payload.count, len(payload.currencies),
+                                    spec.layout, spec.n_bytes, self.depth, payload.usernames,
+                                    payload.balances, currencies=payload.currencies)
         return wire.frames(wire.BUILD, request.body())
 
     def _heartbeats(self, now):
@@ -154,7 +166,7 @@ class Dispatcher:
         if command == wire.ERROR:
             self._on_error(executor, index, body)
         else:                          # a RESULT, or what claims to be one: the checker says
-            self.checker.check(Returned(executor, index, self.batches[index], self.depth, body))
+            self.checker.check(Returned(executor, index, self.units[index].payload, self.depth, body))
 
     def _on_error(self, executor, index, body):
         self._check_cancel()           # a worker obeying our own cancellation is no failure
@@ -162,30 +174,42 @@ class Dispatcher:
         if code in TRANSIENT:
             self._retry(index, f"{executor.name}: {message}")
             return
-        raise JobEnded(FAILED, f"batch {index} ({self.batches[index].path}): {message}")
+        raise JobEnded(FAILED, f"{self.units[index].payload.path}: {message}")
 
     def _take_verdicts(self):
         for returned, problem in self.checker.take_verdicts():
+            if isinstance(problem, Fatal):
+                raise JobEnded(FAILED, problem)
             if problem:
-                self._retry(returned.index, f"{returned.executor.name} returned a bad mini-tree: "
+                self._retry(returned.index, f"{returned.executor.name} returned a bad subtree: "
                             f"{problem}")
                 self._quarantine(returned.executor, problem)
                 continue
-            self.nodes[returned.index] = returned.body["nodes"]
+            unit = self.units[returned.index]
+            nodes = returned.body["nodes"]
+            self.roots[unit.serial] = bytes(nodes[len(nodes) - record_bytes(len(unit.payload.currencies)):])
+            unit.payload = None                  # checked and stored: only its root stays
             self.done += 1
+            self.batch_units_done[unit.batch] += 1
             seconds = returned.body.get("seconds")
-            self.job.count(batches_done=1, entries_done=returned.batch.count,
+            self.job.count(units_done=1, entries_done=unit.count,
                            worker_seconds=seconds if isinstance(seconds, float) else 0.0)
+            shape = self.shape
+            if shape is not None and \
+                    self.batch_units_done[unit.batch] == shape.units_in(shape.counts[unit.batch]):
+                self.batches_done += 1
+                self.job.update(None, progress={"batches_done": self.batches_done})
 
     # ---- retries and workers ----------------------------------------------------------------
 
     def _retry(self, index, reason):
         self.attempts[index] += 1
-        self.last_failure = f"batch {index}: {reason}"
-        log.warning("job %s: batch %d attempt %d failed: %s", self.job.id, index,
+        self.last_failure = f"work unit {index}: {reason}"
+        log.warning("job %s: work unit %d attempt %d failed: %s", self.job.id, index,
                     self.attempts[index], reason)
         if self.attempts[index] > self.config.max_retries:
-            raise JobEnded(FAILED, f"batch {index} failed {self.attempts[index]} times; last: {reason}")
+            raise JobEnded(FAILED, f"work unit {index} ({self.units[index].payload.path}) failed "
+                           f"{self.attempts[index]} times; last: {reason}")
         self.job.count(retries=1)
         self.pending.appendleft(index)
 

@@ -1,48 +1,215 @@
-"""The loader thread: reads and checks a job's CSVs while its workers start and build."""
+"""The loader thread: reads and checks a job's CSVs, stores the entries, cuts work units.
+
+Entries go straight from the C reader into the result files (ResultWriter: usernames,
+narrow balances, the username index), at the reader's full speed; what the dispatcher gets is
+a stream of work units, each an aligned 2^k slice of one mini-tree (mst/shape.py), described
+by where its entries are stored. The dispatcher reads a unit's entries back only when it
+hands the unit out, so the daemon holds the entries of the units in flight, never the job's;
+reading never waits for the workers, and the duplicate check (the index sort) overlaps the
+building.
+
+The queue gets ("depth", k) once the unit depth is final, ("unit", Unit) for each unit in
+input order, then ("end", TreeShape) or ("error", why). With one mini-tree per CSV, the
+mini-tree depth d is known only at the end, and k <= d is proven as soon as some file has
+more than 2^(k-1) entries; units are handed out only after that, and if no file ever proves
+it, every file is one unit of depth d.
+"""
+import csv
 import logging
+import os
 import queue
 import threading
+from dataclasses import dataclass
 
-from ..mst.csv_reader import CsvError, read_csvs, stream_csvs
+from ..mst.csv_reader import CsvError, line_of_entry, scan_file, word_to_username
+from ..mst.limits import depth_for
+from ..mst.shape import TreeShape, default_unit_depth
 
 log = logging.getLogger("summa.daemon")
+SAMPLE = 1 << 16     # bytes of the first CSV read to estimate the entry count
 
 
 class _Stop(Exception):
     """Stops the reader of a job that has ended."""
 
 
+@dataclass
+class Unit:
+    serial: int
+    batch: int
+    local: int           # index in its batch of the unit's first entry
+    position: int        # position in the stored entries of its first entry
+    count: int
+    payload: object      # EntryBatch (wide words) while the unit is in flight, else None
+
+
+def estimate_entries(paths):
+    """Entries in the CSVs, estimated from their sizes and the first file's line length."""
+    try:
+        total = sum(os.path.getsize(p) for p in paths)
+        with open(paths[0], "rb") as handle:
+            sample = handle.read(SAMPLE)
+    except (OSError, IndexError):
+        return None
+    lines = sample.count(b"\n")
+    return max(total * max(lines - 1, 1) // max(len(sample), 1), 1) if sample else None
+
+
+def peek_currencies(path):
+    """The balance column names of a CSV's header, for the units cut before scan_file has
+    checked it (if they are wrong, scan_file fails the job before any unit is built)."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
+            header = next((row for row in csv.reader(handle) if row), [])
+    except (OSError, csv.Error):
+        header = []
+    return header[1:]
+
+
 class Loader(threading.Thread):
-    """Its queue gets ("batch", b)..., then ("end", None) or ("error", why).
-
-    With a batch size, batches stream out while reading goes on; with one mini-tree per CSV,
-    they come out once every file is read (the depth needs every file's count)."""
-
-    def __init__(self, spec, stop):
+    def __init__(self, spec, writer, stop, unit_size=0):
         super().__init__(name="csv-loader", daemon=True)
-        self.spec, self.stop, self.out = spec, stop, queue.Queue()
-
-    def _emit(self, batch):
-        if self.stop.is_set():
-            raise _Stop()
-        self.out.put(("batch", batch))
+        self.spec, self.writer, self.stop = spec, writer, stop
+        self.out = queue.Queue()          # unit descriptors: a few ints each
+        self.estimate = estimate_entries(spec.csvs)
+        self.currencies = peek_currencies(spec.csvs[0])
+        writer.set_currencies(len(self.currencies))
+        self.unit_depth = (unit_size.bit_length() - 1 if unit_size else
+                           default_unit_depth(self.estimate or 0, spec.executors, len(self.currencies)))
+        self.fixed = spec.batch_size.bit_length() - 1 if spec.batch_size else None
+        if self.fixed is not None:
+            self.unit_depth = min(self.unit_depth, self.fixed)
+        self.proven = self.fixed is not None or self.unit_depth == 0
+        self.serial, self.position = 0, 0
+        self.unit_start, self.unit_count = 0, 0
+        self.file_starts = []
 
     def run(self):
-        spec = self.spec
         try:
-            if spec.batch_size:
-                stream_csvs(spec.csvs, spec.batch_size, self._emit, spec.n_bytes)
-            else:   # one mini-tree per CSV: the depth needs every file's count first
-                for batch in read_csvs(spec.csvs, spec.n_bytes):
-                    self._emit(batch)
-            self.out.put(("end", None))
+            if self.proven:
+                self._fix_depth()
+            shape = self._read_all()
+            self._put(("end", shape))
         except _Stop:
             pass
         except CsvError as error:
-            self.out.put(("error", str(error)))
+            self._report(str(error))
+        except OSError as error:       # writing the entries: a full or failing disk
+            self._report(f"cannot write the result to {self.writer.target}: "
+                         f"{error.strerror or error}")
         except Exception as error:
             log.exception("reading the CSVs failed")
-            self.out.put(("error", f"internal error while reading: {type(error).__name__}: {error}"))
+            self._report(f"internal error while reading: {type(error).__name__}: {error}")
+
+    def _report(self, reason):
+        try:
+            self._put(("error", reason))
+        except _Stop:
+            pass
+
+    # ---- reading ------------------------------------------------------------------------------
+
+    def _read_all(self):
+        spec, counts, header = self.spec, [], None
+        for batch, path in enumerate(spec.csvs):
+            self.file_starts.append(self.position)
+            self.file_batch, self.file_count = batch, 0
+            if self.fixed is None:             # units never cross files, batches may
+                self.unit_start, self.unit_count = self.position, 0
+            try:
+                currencies, count = scan_file(path, spec.n_bytes, header, self._sink)
+            except CsvError:
+                try:
+                    self._duplicates_first()      # one before the bad line comes first
+                except OSError:
+                    pass
+                raise
+            header = ["username"] + currencies
+            self.currencies = currencies
+            counts.append(count)
+            if self.fixed is None and self.unit_count:
+                self._cut()                      # a file's last, partial unit
+        if self.fixed is not None:
+            if self.unit_count:
+                self._cut()
+            size = 1 << self.fixed
+            total = self.position
+            counts = [min(size, total - start) for start in range(0, total, size)]
+        self._duplicates_first()
+        self.writer.sync_entries()
+        mini_depth = self.fixed if self.fixed is not None else depth_for(max(counts))
+        if not self.proven:
+            self.unit_depth = min(self.unit_depth, mini_depth)
+            self._fix_depth()
+        return TreeShape(counts, mini_depth, self.unit_depth)
+
+    def _sink(self, usernames, balances, count):
+        if self.stop.is_set():
+            raise _Stop()
+        self.writer.append_entries(usernames, balances, count)
+        self.file_count += count
+        if not self.proven and self.file_count > 1 << (self.unit_depth - 1 if self.unit_depth else 0):
+            self.proven = True
+            self._fix_depth()
+        size = 1 << self.unit_depth
+        while count:
+            take = min(size - self.unit_count, count)
+            self.unit_count += take
+            self.position += take
+            count -= take
+            if self.unit_count == size:
+                self._cut()
+
+    def _cut(self):
+        start, count = self.unit_start, self.unit_count
+        if self.fixed is not None:
+            batch, local = start >> self.fixed, start & ((1 << self.fixed) - 1)
+        else:
+            batch, local = self.file_batch, start - self.file_starts[-1]
+        self._put(("unit", Unit(self.serial, batch, local, start, count, None)))
+        self.serial += 1
+        self.unit_start, self.unit_count = self.position, 0
+
+    def _file_of(self, position):
+        file = len(self.file_starts) - 1
+        while self.file_starts[file] > position:
+            file -= 1
+        return file
+
+    def _fix_depth(self):
+        self.writer.set_unit_depth(self.unit_depth)
+        self._put(("depth", self.unit_depth))
+
+    def _put(self, item):
+        while True:
+            if self.stop.is_set():
+                raise _Stop()
+            try:
+                self.out.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    # ---- duplicates ---------------------------------------------------------------------------
+
+    def _duplicates_first(self):
+        """Sort the index of what was read; a duplicate username is the job's first error."""
+        duplicates = self.writer.finish_index()
+        if duplicates:
+            first, later = duplicates[0]
+            raise CsvError(f"{self._place(later)}: duplicate username "
+                           f"{self._username(later)!r} (first seen at {self._place(first)})")
+
+    def _place(self, position):
+        file = self._file_of(position)
+        path = self.spec.csvs[file]
+        return f"{path}:{line_of_entry(path, position - self.file_starts[file])}"
+
+    def _username(self, position):
+        return word_to_username(os.pread(self.writer.usernames.fd, 32, 32 * position))
+
+    def path_of(self, position):
+        return self.spec.csvs[self._file_of(position)]
 
     def drain(self):
         """What the loader has produced since the last call, without waiting."""

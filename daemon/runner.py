@@ -1,15 +1,16 @@
 """The runner thread of one job: its steps in order, each done by a part with one job.
 
-    loader.py    reads and checks the CSVs (its own thread), while the workers start
+    loader.py    reads and checks the CSVs, stores the entries, cuts work units (its own thread)
     spawners/    start the job's workers, and replace the ones that die
     dispatch.py  distribution, retries and heartbeats (a loop that never runs heavy work)
-    checker.py   checks every returned mini-tree (its own thread)
-    results.py   joins the mini-trees and writes the result directory atomically
+    checker.py   checks and stores every returned subtree (its own thread)
+    results.py   joins the unit roots and publishes the result directory atomically
 
 Whatever happens, the job's workers are terminated before the job counts as finished; a job
 that did not end done has its cancellation published, so every worker stops work on it.
 """
 import logging
+import os
 import threading
 import time
 
@@ -19,6 +20,8 @@ from .. import wire
 from .dispatch import Dispatcher
 from .job import CANCELLED, DONE, FAILED, LOADING, JobEnded
 from .loader import Loader
+from ..mst.store_v1 import StoreError
+from ..mst.store_writer import ResultWriter
 from .results import write_result
 from .spawners import SPAWNERS, SpawnError
 
@@ -42,15 +45,18 @@ class JobRunner(threading.Thread):
         self.events.connect(self.events_address)
         stop_loading = threading.Event()
         outcome = (FAILED, "internal error: the job ended without an outcome", None)
+        writer = loader = None
         try:
             job.update(self.jobs_dir, state=LOADING, started=time.time())
-            loader = Loader(job.spec, stop_loading)
+            writer = self._writer()
+            loader = Loader(job.spec, writer, stop_loading, self.config.unit_size)
+            job.update(self.jobs_dir, progress={"entries_estimate": loader.estimate})
             loader.start()
-            executors = self._spawn(self._executor_count())     # while the loader reads
+            executors = self._spawn(self._executor_count(loader))     # while the loader reads
             self.dispatcher = Dispatcher(job, self.config, self.context, self.spawner, executors,
-                                         loader, self.jobs_dir)
-            batches, depth, nodes = self.dispatcher.run()
-            outcome = (DONE, None, write_result(job, batches, depth, nodes, self.results_dir,
+                                         loader, writer, self.jobs_dir)
+            shape, roots = self.dispatcher.run()
+            outcome = (DONE, None, write_result(job, shape, roots, writer, loader.currencies,
                                                 before_saving=self._check_cancel))
         except JobEnded as ended:
             outcome = (ended.state, ended.reason, None)
@@ -62,6 +68,10 @@ class JobRunner(threading.Thread):
                 self.events.send(job.id.encode())   # every worker of the job stops work on it
             stop_loading.set()
             self._release()
+            if loader is not None:
+                loader.join()          # it may be writing: the files go only once it stopped
+            if writer is not None and outcome[0] != DONE:
+                writer.abort()         # a failed job leaves nothing that looks like a result
             # only now, with its workers gone, does the job count as finished
             state, reason, root = outcome
             log.info("job %s %s%s", job.id, state, f": {reason}" if reason else "")
@@ -71,9 +81,20 @@ class JobRunner(threading.Thread):
         if self.job.cancel_requested.is_set():
             raise JobEnded(CANCELLED, "cancelled")
 
-    def _executor_count(self):
+    def _writer(self):
+        target = os.path.join(self.results_dir, self.job.id)
+        try:
+            return ResultWriter(target, self.job.spec.n_bytes)
+        except (OSError, StoreError) as error:
+            raise JobEnded(FAILED, f"cannot write the result to {target}: "
+                           f"{getattr(error, 'strerror', None) or error}") from None
+
+    def _executor_count(self, loader):
+        """No more workers than units (a unit is at least 2^MIN_UNIT_DEPTH entries)."""
         spec = self.job.spec
-        return spec.executors if spec.batch_size else min(spec.executors, len(spec.csvs))
+        estimate = loader.estimate or 1
+        units = max(-(-estimate // (1 << loader.unit_depth)), len(spec.csvs) if not spec.batch_size else 1)
+        return max(1, min(spec.executors, units))
 
     def _spawn(self, count):
         self.spawner = SPAWNERS[self.job.spec.spawner](self.config, self.cancel_endpoint,

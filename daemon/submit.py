@@ -3,6 +3,7 @@
 Exit codes: 0 done (or the request succeeded), 1 the job failed or was cancelled,
 2 usage or connection errors. The message on stderr says which.
 """
+import collections
 import json
 import os
 import sys
@@ -16,6 +17,7 @@ from ..wire.keys import KeyDir, KeysError
 from .client import DEFAULT_DAEMON, DaemonClient, DaemonError
 
 PROG = "summa-submit"
+FINISHED = ("done", "failed", "cancelled")
 
 
 def _parser():
@@ -46,26 +48,91 @@ def _parser():
     return parser
 
 
-class Progress:
-    """A progress line on stderr, only when stderr is a terminal."""
+def _duration(seconds):
+    """42 s under a minute, else H:MM:SS (1:02:03, 0:05:07)."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
-    def __init__(self):
-        self.enabled = sys.stderr.isatty()
-        self.started = time.monotonic()
+
+class Progress:
+    """One progress line, redrawn with \r, on stderr and only when stderr is a terminal (stdout
+    keeps its contract: the job id first, the root JSON last).
+
+    The total is the job's exact entry count once its CSVs are read, before that the estimate
+    the daemon made from their sizes (shown with a ~), else unknown (counts only, no bar). The
+    rate is over the last `window` seconds of records, not since the start, and the ETA is the
+    entries left at that rate. `stream`, `enabled` and `clock` are for tests."""
+
+    def __init__(self, stream=None, enabled=None, clock=time.monotonic, window=5.0, width=20):
+        self.stream = stream if stream is not None else sys.stderr
+        if enabled is None:
+            isatty = getattr(self.stream, "isatty", None)
+            enabled = bool(isatty and isatty())
+        self.enabled, self.clock, self.window, self.width = enabled, clock, window, width
+        self.samples = collections.deque()     # (time, entries_done), oldest first
+        self.drawn = 0                          # length of the line on screen
+
+    def rate(self, done):
+        """Entries per second over the last `window` seconds (None until time has passed)."""
+        now = self.clock()
+        if self.samples and done < self.samples[-1][1]:
+            self.samples.clear()                # a counter that went back: start again
+        self.samples.append((now, done))
+        # keep one sample at or before the window's start, so the span covers the whole window
+        while len(self.samples) > 2 and self.samples[1][0] <= now - self.window:
+            self.samples.popleft()
+        began, first = self.samples[0]
+        return (done - first) / (now - began) if now > began else None
+
+    def line(self, record):
+        progress = record.get("progress") or {}
+        state = record.get("state", "?")
+        done = progress.get("entries_done") or 0
+        total, estimated = progress.get("entries"), False
+        if total is None and progress.get("entries_estimate"):
+            total, estimated = progress["entries_estimate"], True
+        rate = self.rate(done)
+        parts = [f"{state:<9}"]
+        if total:
+            filled = min(done, total) * self.width // total
+            parts.append(f"[{'#' * filled:<{self.width}}]")
+            parts.append(f"{done:,}/{'~' if estimated else ''}{total:,} entries")
+            parts.append(f"{min(done / total, 1):4.0%}")
+        else:
+            parts.append(f"{done:,} entries")
+        parts.append(f"{rate:,.0f} entries/s" if rate is not None else "- entries/s")
+        left = total - done if total else 0
+        if total and state not in FINISHED and (left > 0 or estimated):
+            # all entries built of an exact total: only the store is left, no ETA to give
+            parts.append("ETA " + (_duration(left / rate) if left > 0 and rate else "?"))
+        batches = progress.get("batches")
+        parts.append(f"{progress.get('batches_done') or 0}/{batches or '?'} mini-trees")
+        return "  ".join(parts)
 
     def show(self, record):
         if not self.enabled:
             return
-        progress = record["progress"]
-        total, done = progress.get("batches") or 0, progress.get("batches_done") or 0
-        rate = (progress.get("entries_done") or 0) / max(time.monotonic() - self.started, 1e-9)
-        bar = "#" * (20 * done // total) if total else ""
-        print(f"\r{record['state']:<9} [{bar:<20}] {done}/{total or '?'} mini-trees  "
-              f"{rate:,.0f} entries/s ", end="", file=sys.stderr, flush=True)
+        text = self.line(record)
+        columns = self._columns()
+        if columns:
+            text = text[:columns - 1]           # a wrapped line cannot be redrawn with \r
+        self.stream.write("\r" + text + " " * max(self.drawn - len(text), 0))
+        self.stream.flush()
+        self.drawn = len(text)
+
+    def _columns(self):
+        try:
+            return os.get_terminal_size(self.stream.fileno()).columns
+        except (AttributeError, OSError, ValueError):
+            return None
 
     def close(self):
-        if self.enabled:
-            print(file=sys.stderr)
+        if self.enabled and self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.drawn = 0
 
 
 def follow(client, job_id, progress, interval=0.2):
@@ -73,7 +140,7 @@ def follow(client, job_id, progress, interval=0.2):
     while True:
         record = client.status(job_id)
         progress.show(record)
-        if record["state"] in ("done", "failed", "cancelled"):
+        if record["state"] in FINISHED:
             progress.close()
             return record
         time.sleep(interval)

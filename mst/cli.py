@@ -4,21 +4,70 @@ import sys
 
 from .commands import Parser, run
 from .proof import InvalidProof, verify_proof
-from .store import load
+from .store import check, load
+
+
+EXPORT_CHUNK = 256      # proofs rehashed side by side
 
 
 def _proof(argv):
     parser = Parser(prog="summa-proof", description="Print the inclusion proof of USERNAME "
-                    "from a result directory written by summa-aggregate --out (works offline).")
+                    "from a result directory written by summa-aggregate --out (works offline). "
+                    "Every proof is verified against the manifest's root before it is printed.")
     parser.add_argument("directory", metavar="DIR")
-    parser.add_argument("username", metavar="USERNAME")
+    parser.add_argument("username", metavar="USERNAME", nargs="?")
+    parser.add_argument("--usernames", metavar="FILE",
+                        help="print one proof per line (JSON lines) for each username in FILE "
+                             "(one per line; - for standard input)")
+    parser.add_argument("--check", action="store_true",
+                        help="check every file of DIR against the manifest's SHA-256s")
     args = parser.parse_args(argv)
+    if sum((args.username is not None, args.usernames is not None, args.check)) != 1:
+        parser.error("give exactly one of USERNAME, --usernames FILE or --check")
+    if args.check:
+        checked = check(args.directory)
+        print(f"ok: {args.directory}: {checked} bytes match the manifest's SHA-256s")
+        return 0
     tree, _ = load(args.directory)
+    if args.usernames is not None:
+        return _export(tree, args.directory, args.usernames)
     try:
         proof = tree.proof(args.username)
     except KeyError:
         raise KeyError(f"username {args.username!r} is not in {args.directory}") from None
     print(json.dumps(proof, indent=2))
+    return 0
+
+
+def _export(tree, directory, source):
+    """JSON lines, in the order of the usernames; a missing one gets an error line."""
+    handle = sys.stdin if source == "-" else open(source, encoding="utf-8", newline="")
+    missing, out = 0, sys.stdout
+    with handle:
+        chunk = []
+        for line in handle:
+            name = line.rstrip("\r\n")
+            if name:
+                chunk.append(name)
+            if len(chunk) == EXPORT_CHUNK:
+                missing += _export_chunk(tree, chunk, out)
+                chunk = []
+        missing += _export_chunk(tree, chunk, out)
+    if missing:
+        print(f"summa-proof: {missing} username(s) not in {directory} (see the error lines)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _export_chunk(tree, names, out):
+    indices = {name: tree.index_of(name) for name in names}
+    found = [name for name in names if indices[name] is not None]
+    proofs = dict(zip(found, tree.proofs([indices[name] for name in found])))
+    for name in names:
+        line = proofs.get(name) or {"username": name, "error": "not in the tree"}
+        out.write(json.dumps(line, separators=(",", ":")) + "\n")
+    return len(names) - len(found)
 
 
 def _verify(argv):

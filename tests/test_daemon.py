@@ -129,7 +129,7 @@ def test_same_result_whatever_the_number_of_executors(daemon, tmp_path):
         roots[executors] = root_line(result)
         job = job_id_of(result.stdout)
         files[executors] = {name: open(os.path.join(daemon.result_dir(job), name), "rb").read()
-                            for name in ("minitrees.bin", "top.bin", "usernames.bin")}
+                            for name in ("nodes.bin", "upper.bin", "usernames.bin", "balances.bin")}
     assert all(root == single_tree_root(entries) for root in roots.values()), roots
     assert all(f == files[1] for f in files.values())
 
@@ -527,7 +527,7 @@ def test_workers_that_never_answer_fail_the_job(tmp_path, fixtures_dir):
             record = wait_until(lambda: (lambda r: r if r["state"] in FINISHED else None)(
                 client.status(job)), seconds=30, interval=0.02)
             assert record["state"] == "failed", record
-            assert "batch 0" in record["error"] and "stopped answering" in record["error"], record
+            assert "work unit 0" in record["error"] and "stopped answering" in record["error"], record
             assert nowhere in record["error"]
             assert client.list()[0]["job"] == job
     finally:

@@ -12,8 +12,9 @@ import zmq
 from summa_aggregation.daemon.config import DaemonConfig
 from summa_aggregation.daemon.dispatch import Dispatcher
 from summa_aggregation.daemon.job import Job
-from summa_aggregation.daemon.loader import Loader
+from summa_aggregation.daemon.loader import Loader, Unit
 from summa_aggregation.daemon.spawners import MockSpawner
+from summa_aggregation.mst.store_writer import ResultWriter
 from summa_aggregation.wire import SubmitRequest
 
 LATER = 10.0     # how far past the PING the verdict is asked for: far beyond the 0.3 s window
@@ -24,9 +25,10 @@ def dispatcher_for(endpoint, tmp_path):
                           heartbeat_liveness=3)
     spec = SubmitRequest([str(tmp_path / "never-read.csv")], 1, "mock", "interleaved", 14, 4)
     spawner = MockSpawner(config, endpoints=[endpoint])
-    loader = Loader(spec, threading.Event())       # never started: it hands out nothing
+    writer = ResultWriter(str(tmp_path / "result"), 14)
+    loader = Loader(spec, writer, threading.Event())       # never started: it hands out nothing
     return Dispatcher(Job("job-heartbeat", spec), config, zmq.Context.instance(), spawner,
-                      spawner.spawn_executors(1), loader, None)
+                      spawner.spawn_executors(1), loader, writer, None)
 
 
 def ping(dispatcher):
@@ -85,7 +87,8 @@ def test_a_worker_libzmq_cannot_take_messages_for_never_blocks_the_loop(worker_p
             dispatcher.owner[sock] = executor
         dispatcher.pending.append(0)
         dispatcher.depth = 2
-        dispatcher.batches.append(build_batch())
+        dispatcher.units.append(Unit(0, 0, 0, 0, 4, build_batch()))
+        dispatcher.attempts.append(0)
         dispatcher._hand_out(time.monotonic())           # the BUILD cannot go: kept, not lost
         assert list(dispatcher.pending) == [0] and executor.batch is None and executor.probation
         executor.heartbeat(time.monotonic(), dispatcher.config.heartbeat_interval)

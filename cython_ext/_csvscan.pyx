@@ -1,0 +1,423 @@
+# cython: boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True, language_level=3
+"""The entry CSV reader's fast path, in C: bytes in, packed entries out, GIL released.
+
+The caller (mst/csv_reader.py) reads the file and hands over buffers; this module does no I/O
+and knows no error messages. It parses the lines it can be sure about and hands every other
+line back:
+
+- an entry line the C loop accepts: ``username,digits,...,digits`` with exactly the header's
+  columns, the username 1..32 bytes of well-formed UTF-8 without control characters (C0 or
+  DEL), ',' or '"' (32 bytes only if their big-endian value is below the field modulus P),
+  each balance 1..80 ASCII digits whose value is below 2^(8 N_BYTES),
+  ended by LF, CRLF or the end of the file. Its username goes out as a 32-byte little-endian
+  word (the UTF-8 bytes read big-endian), its balances as N_BYTES bytes each, little-endian;
+- SLOW: any other line without '"' or CR (but the CR of its CRLF): the caller decides it with
+  the csv module (a longer username, a bad field, an error to name);
+- SWITCH: a line with '"' or a lone CR, where the csv module's quoting and line rules apply:
+  the caller reads the rest of the file with the csv module, from this line on;
+- empty lines (LF or CRLF alone) are skipped; ``line`` counts every LF.
+
+Nothing here creates a Python object per line.
+"""
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.string cimport memchr, memcmp, memcpy, memset
+
+from .params import P
+
+cdef enum:
+    _NEED_MORE = 0   # every complete line is consumed; pos is where the next one starts
+    _FULL = 1        # the entry buffers hold `segment` entries
+    _SLOW = 2        # the line [pos, ce) needs the caller; the next line starts at nx
+    _SWITCH = 3      # the line at pos holds '"' or a lone CR
+    _FOUND = 4       # line_of: the line at pos is the non-blank line asked for
+    _NAME_MAX = 32   # username bytes the C loop takes (31 always fit; 32 if below P)
+    _DIGITS_MAX = 80  # balance digits the C loop takes (longer fields go to the caller)
+
+NEED_MORE = _NEED_MORE
+FULL = _FULL
+SLOW = _SLOW
+SWITCH = _SWITCH
+FOUND = _FOUND
+NAME_MAX = _NAME_MAX
+DIGITS_MAX = _DIGITS_MAX
+
+cdef uint8_t _CLASS[256]   # 1: username byte (printable ASCII but ',' and '"'); 2: byte >= 0x80
+cdef int _b
+for _b in range(256):
+    _CLASS[_b] = 1 if 0x20 <= _b <= 0x7e and _b != 0x2c and _b != 0x22 else (2 if _b >= 0x80 else 0)
+cdef uint8_t _P_BE[32]     # the field modulus, big-endian (a username's bytes are read big-endian)
+for _b, _byte in enumerate(P.to_bytes(32, "big")):
+    _P_BE[_b] = _byte
+
+
+cdef struct Scan:
+    int ncur, nb
+    int64_t row_bytes     # ncur * nb
+    int64_t count, cap    # entries in the buffers, their room
+    int64_t line          # number (1-based) of the line at pos
+    int64_t pos, ce, nx
+    int64_t nonblank      # line_of: non-blank lines passed (the header is the first)
+    uint8_t *users
+    uint8_t *bals
+
+
+cdef inline bint _utf8_ok(const uint8_t *s, int64_t n) noexcept nogil:
+    """Well-formed UTF-8 (Unicode table 3-7), as Python's decoder takes it."""
+    cdef int64_t i = 0
+    cdef uint8_t c, c1, lo, hi
+    while i < n:
+        c = s[i]
+        if c < 0x80:
+            i += 1
+            continue
+        if c < 0xc2 or c > 0xf4:
+            return False
+        lo, hi = 0x80, 0xbf
+        if c == 0xe0:
+            lo = 0xa0
+        elif c == 0xed:
+            hi = 0x9f
+        elif c == 0xf0:
+            lo = 0x90
+        elif c == 0xf4:
+            hi = 0x8f
+        if c < 0xe0:
+            if i + 1 >= n or (s[i + 1] & 0xc0) != 0x80:
+                return False
+            i += 2
+        elif c < 0xf0:
+            if i + 2 >= n:
+                return False
+            c1 = s[i + 1]
+            if c1 < lo or c1 > hi or (s[i + 2] & 0xc0) != 0x80:
+                return False
+            i += 3
+        else:
+            if i + 3 >= n:
+                return False
+            c1 = s[i + 1]
+            if c1 < lo or c1 > hi or (s[i + 2] & 0xc0) != 0x80 or (s[i + 3] & 0xc0) != 0x80:
+                return False
+            i += 4
+    return True
+
+
+cdef inline bint _put_number(const uint8_t *d, int64_t nd, uint8_t *out, int nb) noexcept nogil:
+    """Decimal digits d[0:nd] (1..80 of them) -> nb bytes little-endian; False if >= 2^(8 nb)."""
+    cdef uint64_t v = 0, mul, chunk, t, carry
+    cdef uint32_t limbs[9]
+    cdef int64_t i, k, j
+    cdef int l, bi
+    cdef uint8_t byte
+    while nd > 1 and d[0] == 0x30:
+        d += 1
+        nd -= 1
+    if nd <= 19:
+        for i in range(nd):
+            v = v * 10 + (d[i] - 0x30)
+        if nb < 8 and (v >> (8 * nb)) != 0:
+            return False
+        for l in range(nb if nb < 8 else 8):
+            out[l] = <uint8_t>(v >> (8 * l))
+        if nb > 8:
+            memset(out + 8, 0, nb - 8)
+        return True
+    memset(limbs, 0, sizeof(limbs))
+    i = 0
+    while i < nd:
+        k = nd - i if nd - i < 9 else 9
+        chunk = 0
+        mul = 1
+        for j in range(k):
+            chunk = chunk * 10 + (d[i + j] - 0x30)
+            mul *= 10
+        carry = chunk
+        for l in range(9):
+            t = <uint64_t>limbs[l] * mul + carry
+            limbs[l] = <uint32_t>t
+            carry = t >> 32
+        i += k
+    for bi in range(36):
+        byte = <uint8_t>(limbs[bi >> 2] >> (8 * (bi & 3)))
+        if bi < nb:
+            out[bi] = byte
+        elif byte:
+            return False
+    return True
+
+
+cdef inline int64_t _entry(Scan *s, const uint8_t *buf, int64_t p, int64_t end, bint final) noexcept nogil:
+    """Parse the entry line at p into slot s.count; the next line's start, or -1 if not taken."""
+    cdef int64_t q = p, d, nx = -1, ulen, i
+    cdef int hi = 0, j, k
+    cdef uint8_t *u
+    cdef uint8_t *b
+    while q < end:
+        k = _CLASS[buf[q]]
+        if k == 0:
+            break
+        hi |= k
+        q += 1
+    ulen = q - p
+    if q >= end or buf[q] != 0x2c or ulen == 0 or ulen > _NAME_MAX:
+        return -1
+    if ulen == 32 and memcmp(buf + p, _P_BE, 32) >= 0:
+        return -1
+    if (hi & 2) and not _utf8_ok(buf + p, ulen):
+        return -1
+    u = s.users + 32 * s.count
+    for i in range(ulen):
+        u[i] = buf[q - 1 - i]
+    memset(u + ulen, 0, 32 - ulen)
+    q += 1
+    b = s.bals + s.row_bytes * s.count
+    for j in range(s.ncur):
+        d = q
+        while q < end and <uint8_t>(buf[q] - 0x30) < 10:
+            q += 1
+        if q == d or q - d > _DIGITS_MAX:
+            return -1
+        if j + 1 < s.ncur:
+            if q >= end or buf[q] != 0x2c:
+                return -1
+            nx = q + 1
+        elif q >= end:
+            if not final:
+                return -1
+            nx = q
+        elif buf[q] == 0x0a:
+            nx = q + 1
+        elif buf[q] == 0x0d and q + 1 < end and buf[q + 1] == 0x0a:
+            nx = q + 2
+        else:
+            return -1
+        if not _put_number(buf + d, q - d, b + s.nb * j, s.nb):
+            return -1
+        q = nx
+    return nx
+
+
+cdef inline int _line_end(Scan *s, const uint8_t *buf, int64_t p, int64_t end, bint final) noexcept nogil:
+    """The non-blank line at p: _SLOW with its content end (ce) and the next start (nx), _SWITCH if
+    it holds '"' or a lone CR, _NEED_MORE if it is not complete yet."""
+    cdef const uint8_t *e = <const uint8_t *>memchr(buf + p, 0x0a, end - p)
+    cdef int64_t le, nx
+    s.pos = p
+    if e == NULL:
+        if not final:
+            return _NEED_MORE
+        le = nx = end
+    else:
+        le = e - buf
+        nx = le + 1
+        if le > p and buf[le - 1] == 0x0d:
+            le -= 1
+    if memchr(buf + p, 0x22, le - p) != NULL or memchr(buf + p, 0x0d, le - p) != NULL:
+        return _SWITCH
+    s.ce, s.nx = le, nx
+    return _SLOW
+
+
+cdef inline int64_t _blank(const uint8_t *buf, int64_t p, int64_t end) noexcept nogil:
+    """Length of the empty line (LF or CRLF) at p, or 0."""
+    if buf[p] == 0x0a:
+        return 1
+    if buf[p] == 0x0d and p + 1 < end and buf[p + 1] == 0x0a:
+        return 2
+    return 0
+
+
+cdef int _scan(Scan *s, const uint8_t *buf, int64_t p, int64_t end, bint final) noexcept nogil:
+    cdef int64_t nx, n
+    while True:
+        if p >= end:
+            s.pos = p
+            return _NEED_MORE
+        n = _blank(buf, p, end)
+        if n:
+            s.line += 1
+            p += n
+            continue
+        if s.count == s.cap:
+            s.pos = p
+            return _FULL
+        nx = _entry(s, buf, p, end, final)
+        if nx >= 0:
+            s.count += 1
+            s.line += 1
+            p = nx
+            continue
+        return _line_end(s, buf, p, end, final)
+
+
+cdef int _first_line(Scan *s, const uint8_t *buf, int64_t p, int64_t end, bint final) noexcept nogil:
+    cdef int64_t n
+    while True:
+        if p >= end:
+            s.pos = p
+            return _NEED_MORE
+        n = _blank(buf, p, end)
+        if not n:
+            return _line_end(s, buf, p, end, final)
+        s.line += 1
+        p += n
+
+
+cdef int _line_of(Scan *s, const uint8_t *buf, int64_t p, int64_t end, bint final,
+                  int64_t target) noexcept nogil:
+    cdef int64_t n
+    cdef int st
+    while True:
+        if p >= end:
+            s.pos = p
+            return _NEED_MORE
+        n = _blank(buf, p, end)
+        if n:
+            s.line += 1
+            p += n
+            continue
+        st = _line_end(s, buf, p, end, final)
+        if st != _SLOW:
+            return st
+        if s.nonblank == target:
+            return _FOUND
+        s.nonblank += 1
+        s.line += 1
+        p = s.nx
+
+
+cdef class Scanner:
+    """State of one file: the line count, and buffers of up to `segment` parsed entries.
+
+    scan(buf, pos, end, final) parses buf[pos:end] (final: nothing follows it in the file) and
+    returns a status; `pos` then says where it stopped (the line it hands back, or the next one),
+    `line` that line's number, `ce`/`nx` a SLOW line's content end and the next line's start."""
+    cdef Scan s
+    cdef bytearray _users, _bals
+    cdef readonly int64_t segment
+
+    def __init__(self, int n_currencies, int n_bytes, int64_t segment, int64_t line=1,
+                 int64_t initial=4096):
+        if not (1 <= n_currencies <= 1024 and 1 <= n_bytes <= 32 and segment >= 1 and line >= 1):
+            raise ValueError("Scanner: bad arguments")
+        self.s.ncur, self.s.nb = n_currencies, n_bytes
+        self.s.row_bytes = <int64_t>n_currencies * n_bytes
+        self.s.line = line
+        self.segment = segment
+        self._users = bytearray()
+        self._bals = bytearray()
+        self._resize(min(segment, max(initial, 1)))
+
+    cdef _resize(self, int64_t cap):
+        users = bytearray(32 * cap)
+        bals = bytearray(self.s.row_bytes * cap + 1)   # + 1: never empty
+        users[:32 * self.s.count] = self._users[:32 * self.s.count]
+        bals[:self.s.row_bytes * self.s.count] = self._bals[:self.s.row_bytes * self.s.count]
+        self._users, self._bals = users, bals
+        cdef uint8_t[::1] mu = users
+        cdef uint8_t[::1] mb = bals
+        self.s.users, self.s.bals, self.s.cap = &mu[0], &mb[0], cap
+
+    def scan(self, const uint8_t[::1] buf, int64_t pos, int64_t end, bint final):
+        """Parse entries; returns NEED_MORE, FULL (`segment` entries are waiting), SLOW or SWITCH."""
+        cdef int st
+        if not (0 <= pos <= end <= buf.shape[0]):
+            raise ValueError("scan: bad range")
+        if pos == end:
+            self.s.pos = pos
+            return _NEED_MORE
+        while True:
+            with nogil:
+                st = _scan(&self.s, &buf[0], pos, end, final)
+            if st != _FULL or self.s.cap >= self.segment:
+                return st
+            pos = self.s.pos
+            self._resize(min(self.segment, 2 * self.s.cap))
+
+    def first_line(self, const uint8_t[::1] buf, int64_t pos, int64_t end, bint final):
+        """Skip empty lines; SLOW: the line [pos, ce) is the first non-blank one (or SWITCH, NEED_MORE)."""
+        if not (0 <= pos <= end <= buf.shape[0]):
+            raise ValueError("first_line: bad range")
+        if pos == end:
+            self.s.pos = pos
+            return _NEED_MORE
+        with nogil:
+            st = _first_line(&self.s, &buf[0], pos, end, final)
+        return st
+
+    def line_of(self, const uint8_t[::1] buf, int64_t pos, int64_t end, bint final, int64_t target):
+        """Count lines until the target-th non-blank one (0: the header): FOUND, SWITCH or NEED_MORE;
+        `nonblank` counts the non-blank lines passed."""
+        if not (0 <= pos <= end <= buf.shape[0]):
+            raise ValueError("line_of: bad range")
+        if pos == end:
+            self.s.pos = pos
+            return _NEED_MORE
+        with nogil:
+            st = _line_of(&self.s, &buf[0], pos, end, final, target)
+        return st
+
+    def add(self, const uint8_t[::1] word, const uint8_t[::1] balances):
+        """Append one entry parsed elsewhere (a 32-byte word, row_bytes of narrow balances);
+        returns True when `segment` entries are waiting."""
+        if word.shape[0] != 32 or balances.shape[0] != self.s.row_bytes:
+            raise ValueError("add: wrong sizes")
+        if self.s.count >= self.segment:
+            raise ValueError("add: the buffers are full")
+        if self.s.count == self.s.cap:
+            self._resize(min(self.segment, 2 * self.s.cap))
+        memcpy(self.s.users + 32 * self.s.count, &word[0], 32)
+        if self.s.row_bytes:
+            memcpy(self.s.bals + self.s.row_bytes * self.s.count, &balances[0], self.s.row_bytes)
+        self.s.count += 1
+        return self.s.count == self.segment
+
+    def take(self):
+        """(usernames, balances, count) of the waiting entries as memoryviews of the buffers, valid
+        until the next call; the buffers are then empty."""
+        cdef int64_t n = self.s.count
+        self.s.count = 0
+        return (memoryview(self._users)[:32 * n], memoryview(self._bals)[:self.s.row_bytes * n], n)
+
+    @property
+    def count(self):
+        return self.s.count
+
+    @property
+    def pos(self):
+        return self.s.pos
+
+    @property
+    def ce(self):
+        return self.s.ce
+
+    @property
+    def nx(self):
+        return self.s.nx
+
+    @property
+    def nonblank(self):
+        return self.s.nonblank
+
+    @property
+    def line(self):
+        return self.s.line
+
+    @line.setter
+    def line(self, int64_t value):
+        self.s.line = value
+
+
+def widen(const uint8_t[::1] narrow, int n_bytes):
+    """Narrow values of n_bytes bytes each -> a bytearray of 32-byte words (zero-extended)."""
+    if not 1 <= n_bytes <= 32 or narrow.shape[0] % n_bytes:
+        raise ValueError("widen: the buffer is not a whole number of values")
+    cdef int64_t count = narrow.shape[0] // n_bytes, i
+    out = bytearray(32 * count)
+    if not count:
+        return out
+    cdef uint8_t[::1] o = out
+    with nogil:
+        for i in range(count):
+            memcpy(&o[32 * i], &narrow[n_bytes * i], n_bytes)
+    return out

@@ -1,0 +1,194 @@
+"""Writing a version-2 result directory while the job runs (the format: store.py).
+
+The loader appends entries (usernames.bin, balances.bin) and feeds the username index; the
+checker writes each checked unit's nodes at its slot of nodes.bin; at the end the upper tree,
+the index and the manifest are written. Everything goes into a temporary directory beside
+the target, fsynced, and renamed into place last: a directory with the target's name is
+always complete. SHA-256s are computed as the bytes are written: sequential files as one
+stream, nodes.bin (written out of order) slot by slot, its digest being the SHA-256 of the
+slots' digests in order.
+"""
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+
+from ..cython_ext import _records
+from ..cython_ext.params import WORD
+from .index import IndexBuilder, new_key
+from .limits import record_bytes
+from .store_v1 import StoreError, _fsync_dir, publish
+
+FORMAT = "summa-aggregation-result"
+VERSION = 2
+STORED_FROM_LEVEL = 2    # levels 0 and 1 are recomputed from the entries at proof time
+SYNC_EVERY = 256 << 20   # bytes of nodes.bin written between two fdatasync calls
+
+
+def narrow_record_bytes(n_currencies, n_bytes):
+    return WORD + n_currencies * n_bytes
+
+
+def stored_records(unit_depth):
+    """Node records of one unit kept in nodes.bin: its levels 2 .. k-1."""
+    return max((1 << (unit_depth - 1)) - 2, 0) if unit_depth >= 1 else 0
+
+
+class Stream:
+    """An append-only file and its running SHA-256."""
+
+    def __init__(self, path):
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        self.digest, self.size = hashlib.sha256(), 0
+
+    def append(self, data):
+        view = memoryview(data).cast("B")
+        self.digest.update(view)
+        self.size += len(view)
+        while view:
+            view = view[os.write(self.fd, view):]
+
+    def entry(self):
+        return {"bytes": self.size, "sha256": self.digest.hexdigest()}
+
+
+class ResultWriter:
+    def __init__(self, target, n_bytes, n_currencies=None):
+        self.target = os.path.abspath(target)
+        if os.path.lexists(self.target):
+            raise StoreError(f"{self.target}: already exists (results are never overwritten)")
+        self.parent = os.path.dirname(self.target)
+        os.makedirs(self.parent, exist_ok=True)
+        self.directory = tempfile.mkdtemp(dir=self.parent,
+                                          prefix=f".{os.path.basename(self.target)}.partial-")
+        self.n_bytes = n_bytes
+        self.set_currencies(n_currencies)
+        self.usernames = Stream(os.path.join(self.directory, "usernames.bin"))
+        self.balances = Stream(os.path.join(self.directory, "balances.bin"))
+        self.index_key = new_key()
+        self.index = IndexBuilder(self.directory, self.index_key)
+        self.files = {}
+        self.entries = 0
+        self.unit_depth, self.slot_bytes, self.nodes_fd, self.slot_digests = None, 0, None, {}
+        self.unsynced = 0
+        self.lock = threading.Lock()
+
+    def set_currencies(self, n_currencies):
+        self.n = n_currencies
+        self.narrow = narrow_record_bytes(n_currencies or 0, self.n_bytes)
+
+    # ---- entries (the loader's thread) ----------------------------------------------------
+
+    def append_entries(self, usernames, balances, count):
+        """count username words (32 bytes) and count * N narrow balances (n_bytes each)."""
+        self.usernames.append(usernames)
+        self.balances.append(balances)
+        self.index.add(usernames, count)
+        self.entries += count
+
+    def read_entries(self, position, count):
+        """(username words, WIDE balance words) of entries [position, position + count)."""
+        usernames = os.pread(self.usernames.fd, WORD * count, WORD * position)
+        width = self.n * self.n_bytes
+        narrow = os.pread(self.balances.fd, width * count, width * position)
+        if len(usernames) != WORD * count or len(narrow) != width * count:
+            raise StoreError(f"{self.directory}: entries {position}..{position + count} not written yet")
+        wide = bytearray(WORD * self.n * count)
+        _records.widen(narrow, self.n * count, self.n_bytes, wide)
+        return usernames, wide
+
+    def same_username(self, p, q):
+        return os.pread(self.usernames.fd, WORD, WORD * p) == os.pread(self.usernames.fd, WORD, WORD * q)
+
+    def finish_index(self):
+        """Write the index: the duplicates as (first, later) positions (see index.py)."""
+        duplicates, files = self.index.finish(self.same_username)
+        self.files.update(files)
+        return duplicates
+
+    def sync_entries(self):
+        """fsync what the loader wrote, while the workers still build (not at the end)."""
+        os.fsync(self.usernames.fd)
+        os.fsync(self.balances.fd)
+
+    # ---- unit nodes (the checker's thread) ------------------------------------------------
+
+    def set_unit_depth(self, unit_depth):
+        self.unit_depth = unit_depth
+        self.slot_bytes = stored_records(unit_depth) * self.narrow
+        self.nodes_fd = os.open(os.path.join(self.directory, "nodes.bin"),
+                                os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+
+    def write_unit(self, serial, nodes):
+        """Narrow a checked unit's levels 2..k-1 (a wide Levels buffer) into its slot.
+
+        Returns None, or why the nodes cannot be stored (a balance wider than N_BYTES: a
+        worker's lie, since every sum under a checked root fits)."""
+        k, wide = self.unit_depth, record_bytes(self.n)
+        count = stored_records(k)
+        out = bytearray(count * self.narrow)
+        if count:
+            start = wide * ((2 << k) - (2 << (k - 2)))       # Levels.offset(2)
+            bad = _records.narrow_records(memoryview(nodes)[start:start + count * wide], count,
+                                          self.n, self.n_bytes, out)
+            if bad >= 0:
+                return f"node record {bad} above level 1 holds a balance wider than N_BYTES"
+            view = memoryview(out)
+            offset = self.slot_bytes * serial
+            while view:
+                written = os.pwrite(self.nodes_fd, view, offset)
+                view, offset = view[written:], offset + written
+            self.unsynced += len(out)
+            if self.unsynced >= SYNC_EVERY:      # so the end has little left to flush
+                os.fdatasync(self.nodes_fd)
+                self.unsynced = 0
+        with self.lock:
+            self.slot_digests[serial] = hashlib.sha256(out).digest()
+        return None
+
+    # ---- the end ----------------------------------------------------------------------------
+
+    def finish(self, shape, upper, manifest):
+        """Write upper.bin and the manifest, fsync, and publish under the target's name."""
+        files = self.files
+        files["usernames.bin"], files["balances.bin"] = self.usernames.entry(), self.balances.entry()
+        digests = [self.slot_digests[s] for s in range(shape.units)]
+        files["nodes.bin"] = {"bytes": self.slot_bytes * shape.units,
+                              "sha256": hashlib.sha256(b"".join(digests)).hexdigest(),
+                              "sha256_of_slots": self.slot_bytes} if self.slot_bytes else \
+            {"bytes": 0, "sha256": hashlib.sha256().hexdigest()}
+        upper_stream = Stream(os.path.join(self.directory, "upper.bin"))
+        upper_stream.append(upper.nodes)
+        files["upper.bin"] = upper_stream.entry()
+        manifest = {"format": FORMAT, "version": VERSION, **manifest, "files": files,
+                    "index_key": ["%016x" % part for part in self.index_key]}
+        for fd in (self.usernames.fd, self.balances.fd, self.nodes_fd, upper_stream.fd):
+            os.fsync(fd)
+        os.close(upper_stream.fd)
+        with open(os.path.join(self.directory, "manifest.json"), "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(manifest, indent=1) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        self._close()
+        _fsync_dir(self.directory)
+        publish(self.directory, self.target)
+        _fsync_dir(self.parent)
+        return self.target
+
+    def _close(self):
+        for fd in (self.usernames.fd, self.balances.fd, self.nodes_fd):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self.usernames.fd = self.balances.fd = self.nodes_fd = None
+
+    def abort(self):
+        """Remove everything written: a failed job leaves nothing that looks like a result."""
+        if self.index.fds:
+            self.index.close()
+        self._close()
+        shutil.rmtree(self.directory, ignore_errors=True)

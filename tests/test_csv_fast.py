@@ -1,0 +1,399 @@
+"""The C fast path of the CSV reader (scan_file, cython_ext/_csvscan.pyx) against the csv-module
+path it must equal (_scan_python): the same entries, in the same sink calls, and the same error.
+
+Files are generated from a seed: mostly good rows, bad lines of every kind at random places,
+LF and CRLF, blank lines, a BOM, quotes and lone CRs (the csv module reads the rest of the file),
+non-ASCII usernames, 1 to 4 currencies, balances at the edges of 2^(8 N_BYTES); each is read
+with small chunks and segments so that lines and entries straddle their boundaries.
+"""
+import csv
+import random
+
+import pytest
+
+from summa_aggregation.cython_ext import _csvscan
+from summa_aggregation.cython_ext.params import P
+from summa_aggregation.mst import csv_reader
+from summa_aggregation.mst.csv_reader import (
+    SEGMENT, CsvError, _entry_lines, _scan_python, line_of_entry, read_csvs, scan_file,
+    username_to_word)
+
+COLUMNS = ["balance_ETH_ETH", "balance_USDT_ETH", "balance_BTC_BTC", "balance_A.1_x-y"]
+N_BYTES = [1, 2, 3, 7, 8, 9, 14, 16, 24, 31]
+ASCII_NAME = "abcxyzABCXYZ0189 _-.@!#$%&'()*+/:;<=>?[]^`{|}~\\"
+
+
+def good_name(rng, k):
+    kind = rng.randrange(12)
+    if kind == 0:
+        return rng.choice(["é", "用户", "zoë", "𝔘", "ж", "\u0085", "\u2028", "\ufeffa", "€"]) + str(k)
+    if kind == 1:
+        return rng.choice(["a" * 31, "é" * 15 + "a", "0" * 32, "0" * 31 + "1", " ", "x y",
+                           "0dNrà" + "a" * 26, "0dNq" + "~" * 28])   # 32 bytes below P = 0x30644e72e1...
+    return "".join(rng.choice(ASCII_NAME) for _ in range(rng.randint(1, 12))) + f"{k}"
+
+
+def good_balance(rng, n_bytes):
+    top = 2 ** (8 * n_bytes)
+    kind = rng.randrange(10)
+    if kind == 0:
+        return str(top - 1)
+    if kind == 1:
+        return "0" * rng.randint(1, 5) + str(rng.randrange(top))
+    if kind == 2:
+        return rng.choice(["0", "00", "0" * 79 + "1", "0" * 90 + "7", str(min(top - 1, 2 ** 64 - 1))])
+    if kind == 3:
+        return str(min(top - 1, 10 ** 19 + rng.randrange(10 ** 19)))
+    return str(rng.randrange(min(top, 2 ** 40)))
+
+
+def bad_line(rng, ncols, n_bytes):
+    name = "bad"
+    balances = ["1"] * (ncols - 1)
+    kind = rng.randrange(22)
+    at = rng.randrange(ncols - 1)
+    if kind == 0:
+        return ",".join([name] + balances[:-1])            # missing column
+    if kind == 1:
+        return ",".join([name] + balances + ["2"])          # extra column
+    if kind == 2:
+        name = ""
+    elif kind == 3:
+        name = rng.choice(["a\x00", "\x00a", "al\tice", "a\x7f", "\x1f"])
+    elif kind == 4:
+        name = rng.choice(["x" * 40, "1" + "0" * 31, "é" * 16, "\U0001d518" * 8, "0dNr\u1100" + "a" * 25,
+                           "0dNs" + "a" * 28, "0" * 33])
+    elif kind == 5:
+        balances[at] = rng.choice(["-5", "+5", " 5", "5 ", "1.5", "1e5", "5_000", "", "٣", "²", "0x10", "-0"])
+    elif kind == 6:
+        balances[at] = str(2 ** (8 * n_bytes) + rng.randrange(3))
+    elif kind == 7:
+        balances[at] = rng.choice(["9" * 81, "9" * 5000, "1" * 200_000, "0" * 4400 + "1"])
+    elif kind == 8:
+        return b"al\xffice," + ",".join(balances).encode()
+    elif kind == 9:
+        return rng.choice([b"\xc3(", b"\xed\xa0\x80", b"\xc0\xaf", b"\xf4\x90\x80\x80", b"\xe0\x80\x80",
+                           b"\xf0\x80\x80\x80", b"\xc2", b"\xe2\x82", b"\xf8\x88\x80\x80\x80"]) \
+            + b"," + ",".join(balances).encode()
+    elif kind == 10:
+        balances[at] = rng.choice(["\xff", "1\x00", "\x00"])
+        if balances[at] == "\xff":
+            return ("u," + ",".join(balances)).encode("latin-1")
+    elif kind == 11:
+        return "\x00" * rng.randint(1, 3)
+    elif kind == 12:
+        return " " * rng.randint(1, 3)
+    elif kind == 13:
+        return ","
+    elif kind == 14:   # a quote: the csv module's rules from here on
+        return rng.choice(['"a,b",' + ",".join(balances), 'x"y,' + ",".join(balances),
+                           '"multi\nline",' + ",".join(balances), '"unclosed,1', '"",1' + ",1" * (ncols - 2),
+                           "u," + '"' + balances[0] + '"' + "".join("," + b for b in balances[1:])])
+    elif kind == 15:   # a lone CR
+        return rng.choice(["u\r," + ",".join(balances), "u," + ",".join(balances) + "\r\r", "\r"])
+    elif kind == 16:
+        name = "\ufeffa"   # a BOM past the start is a character
+    elif kind == 17:
+        return "bad\x0b,1" + ",1" * (ncols - 2)     # \x0b is a control character
+    elif kind == 18:
+        return b"\xef\xbb\xbf" + ",".join(["u"] + balances).encode()
+    elif kind == 19:
+        balances[at] = balances[at] + "\u2028"
+    elif kind == 20:
+        name = "a,b"      # one column too many
+    else:
+        name = "0" * 32   # fine after all: below the modulus (the csv module decides)
+    return ",".join([name] + balances)
+
+
+def make_file(rng, n_cur=None, n_bytes=None, rows=None):
+    n_cur = n_cur or rng.randint(1, 4)
+    n_bytes = n_bytes or rng.choice(N_BYTES)
+    ncols = n_cur + 1
+    header = ["username"] + COLUMNS[:n_cur]
+    kind = rng.randrange(20)
+    if kind == 0:
+        head = rng.choice([",".join(header).replace("username", "user"), "username", "",
+                           '"username",' + ",".join(header[1:]), "username," + COLUMNS[0] + ",",
+                           "username\r" + "".join("," + c for c in header[1:])])
+    else:
+        head = ",".join(header)
+    lines = [head.encode() if isinstance(head, str) else head]
+    n_rows = rows if rows is not None else rng.choice([0, 1, 2, 5, 20, 60])
+    p_bad = rng.choice([0, 0, 0.02, 0.1, 0.3])
+    for k in range(n_rows):
+        if rng.random() < 0.05:
+            lines.append(b"")      # a blank line
+        if rng.random() < p_bad:
+            line = bad_line(rng, ncols, n_bytes)
+        else:
+            line = ",".join([good_name(rng, k)] + [good_balance(rng, n_bytes) for _ in range(n_cur)])
+        lines.append(line.encode() if isinstance(line, str) else line)
+    if rng.random() < 0.1:
+        lines.append(b"")
+    ending = rng.choice([b"\n", b"\r\n", None])
+    out = b"\xef\xbb\xbf" if rng.random() < 0.15 else b""
+    if rng.random() < 0.1:
+        out += rng.choice([b"\n", b"\r\n", b"\n\r\n"])
+    for i, line in enumerate(lines):
+        out += line
+        if i + 1 < len(lines) or rng.random() < 0.8:
+            out += ending if ending else rng.choice([b"\n", b"\r\n"])
+    return out, n_bytes, header
+
+
+def run(reader, path, n_bytes, header=None, **kw):
+    calls = []
+
+    def sink(usernames, balances, count):
+        assert len(usernames) == 32 * count
+        calls.append((bytes(usernames), bytes(balances), count))
+    try:
+        result = reader(path, n_bytes, header, sink, **kw)
+    except CsvError as error:
+        message = str(error)
+        assert "\n" not in message and message.startswith(str(path) + ":")
+        result = message
+    return result, calls
+
+
+def same(path, n_bytes, header=None, segment=SEGMENT, chunk=csv_reader.CHUNK):
+    expected = run(_scan_python, path, n_bytes, header, segment=segment)
+    got = run(scan_file, path, n_bytes, header, segment=segment, chunk=chunk)
+    assert got == expected, path.read_bytes()[:2000]
+    return got
+
+
+@pytest.mark.parametrize("block", range(20))
+def test_scan_file_equals_the_csv_path(tmp_path, block):
+    outcomes = set()
+    for seed in range(block * 60, block * 60 + 60):
+        rng = random.Random(seed)
+        data, n_bytes, header = make_file(rng)
+        path = tmp_path / f"f{seed}.csv"
+        path.write_bytes(data)
+        segment = rng.choice([1, 2, 3, 7, 64, SEGMENT])
+        chunk = rng.choice([4, 5, 16, 61, 1 << 22])
+        result, calls = same(path, n_bytes, segment=segment, chunk=chunk)
+        if rng.random() < 0.3:   # as a later file of a job: its header must match
+            same(path, n_bytes, header=rng.choice([header, header[:2], ["username", "balance_X_Y"]]),
+                 segment=segment, chunk=chunk)
+        outcomes.add(result.split(":")[-1].split("(")[0].strip()[:20] if isinstance(result, str)
+                     else "ok")
+    assert "ok" in outcomes and len(outcomes) > 3, outcomes
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_bytes_equal_the_csv_path(tmp_path, seed):
+    rng = random.Random(1000 + seed)
+    alphabet = [b"a", b"b", b"0", b"7", b"9", b",", b",", b"\n", b"\n", b"\r\n", b"\r", b'"', b"\x00", b"\xff",
+                b"\xc3\xa9", b"\xc3", b" ", b"-", b"\xef\xbb\xbf", b"\t", b"\x7f", b"\xe2\x80\xa8"]
+    for i in range(40):
+        head = rng.choice([b"username,balance_ETH_ETH\n", b"username,balance_ETH_ETH,balance_BTC_BTC\r\n",
+                           b"\xef\xbb\xbfusername,balance_ETH_ETH\n", b"\n\r\nusername,balance_ETH_ETH\n", b""])
+        data = head + b"".join(rng.choice(alphabet) for _ in range(rng.randint(0, 80)))
+        path = tmp_path / f"r{i}.csv"
+        path.write_bytes(data)
+        same(path, rng.choice([1, 8, 14]), segment=rng.choice([1, 2, 5]), chunk=rng.choice([4, 7, 1 << 22]))
+
+
+def test_the_clean_lines_never_reach_python(tmp_path, monkeypatch):
+    rows = "".join(f"user{i} x,{i * 7919 % 10 ** 12},{'0' * (i % 3)}{i}\r\n" for i in range(5000))
+    path = tmp_path / "clean.csv"
+    path.write_text("\ufeffusername,balance_ETH_ETH,balance_BTC_BTC\r\n\r\n" + rows
+                    + "\n\nzoë,1,2\n" + "0" * 32 + ",3," + "0" * 80 + "4", encoding="utf-8")
+    expected = run(_scan_python, path, 14)
+    calls, original = [], csv_reader._row_entry
+
+    def counted(*args):
+        calls.append(args)
+        return original(*args)
+    monkeypatch.setattr(csv_reader, "_row_entry", counted)
+    assert run(scan_file, path, 14, chunk=1000) == expected
+    # only the 33-digit balance (leading zeros) is decided by the csv module's rules
+    assert [c[0] for c in calls] == [["0" * 32, "3", "0" * 80 + "4"]]
+
+
+def test_lines_and_segments_straddle_chunks(tmp_path):
+    rng = random.Random(7)
+    rows = []
+    for k in range(700):
+        rows.append(f"{good_name(rng, k)},{good_balance(rng, 9)},{good_balance(rng, 9)}")
+        if k % 97 == 0:
+            rows.append("")
+    data = ("username,balance_ETH_ETH,balance_BTC_BTC\n" + "\r\n".join(rows) + "\n").encode()
+    path = tmp_path / "long.csv"
+    path.write_bytes(data)
+    whole = same(path, 9)
+    assert whole[0] == (["balance_ETH_ETH", "balance_BTC_BTC"], 700)
+    for segment in (1, 5, 64, 699, 700, 701):
+        for chunk in (4, 9, 33, 100, 4096):
+            result, calls = same(path, 9, segment=segment, chunk=chunk)
+            assert [c[2] for c in calls] == [segment] * (700 // segment) + ([700 % segment] if 700 % segment else [])
+            assert b"".join(c[0] for c in calls) == whole[1][0][0]
+
+
+@pytest.mark.parametrize("tail, problem", [
+    ("u9,-1\n", "negative"), ('"q",1\nu9,x\n', "not a decimal"), ("\x00,1\n", "control"),
+    ("u9,1\r", None), ("u9,1", None), ("u0,1\n", None)])
+def test_entries_before_an_error_are_sunk(tmp_path, tail, problem):
+    rows = "".join(f"u{i},{i}\n" for i in range(1, 300))
+    path = tmp_path / "e.csv"
+    path.write_text("username,balance_ETH_ETH\n" + rows + tail)
+    for segment in (7, 256, SEGMENT):
+        result, calls = same(path, 14, segment=segment, chunk=64)
+        if problem:
+            assert problem in result and sum(c[2] for c in calls) >= 299
+        else:
+            assert result[1] == sum(c[2] for c in calls) >= 300
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("username,balance_ETH_ETH\nalice,1", (["balance_ETH_ETH"], 1)),      # no final newline
+    ("username,balance_ETH_ETH\r\nalice,1\r\n\r\n", (["balance_ETH_ETH"], 1)),
+    ("\ufeffusername,balance_ETH_ETH\n\nalice,1\n\n\nbob,2\n\n", (["balance_ETH_ETH"], 2)),
+    ("\ufeff\n\nusername,balance_ETH_ETH\nalice,1\n", (["balance_ETH_ETH"], 1)),
+    ("username,balance_ETH_ETH\n", "no entries"),
+    ("username,balance_ETH_ETH\n\n\r\n", "no entries"),
+    ("username,balance_ETH_ETH", "no entries"),
+    ("", "empty file"), ("\ufeff", "empty file"), ("\n\r\n\n", "empty file"), ("\r", "empty file"),
+    ("username,balance_ETH_ETH\nal\x00ice,1\n", ":2: username 'al\\x00ice' contains control"),
+    ("username,balance_ETH_ETH\n\x00\n", ":2: missing columns"),
+    ("username,balance_ETH_ETH\n" + "0" * 32 + ",1\n", (["balance_ETH_ETH"], 1)),
+    ("username,balance_ETH_ETH\n1" + "0" * 31 + ",1\n", ":2: username too long: 32 bytes"),
+    # P = 0x30644e72e1..., '0dNr' then 0xe1: 32 bytes around it
+    ("username,balance_ETH_ETH\n0dNrà" + "a" * 26 + ",1\n", (["balance_ETH_ETH"], 1)),
+    ("username,balance_ETH_ETH\n0dNq" + "~" * 28 + ",1\n", (["balance_ETH_ETH"], 1)),
+    ("username,balance_ETH_ETH\n0dNr\u1100" + "a" * 25 + ",1\n", ":2: username too long: 32 bytes"),
+    ("username,balance_ETH_ETH\n0dNr€" + "a" * 25 + ",1\n", ":2: username too long: 32 bytes"),
+    ("username,balance_ETH_ETH\n0dNs" + "a" * 28 + ",1\n", ":2: username too long: 32 bytes"),
+    ("username,balance_ETH_ETH\n" + "0" * 33 + ",1\n", ":2: username too long: 33 bytes"),
+    ("username,balance_ETH_ETH\n" + "a" * 31 + ",1\n", (["balance_ETH_ETH"], 1)),
+    ("username,balance_ETH_ETH\nx,00000000000000000000255\n", (["balance_ETH_ETH"], 1)),
+    ("username,balance_ETH_ETH\nx,256\n", ":2: balance '256' in balance_ETH_ETH is out of range"),
+])
+def test_edges(tmp_path, text, expected):
+    path = tmp_path / "x.csv"
+    path.write_bytes(text.encode())
+    result, calls = same(path, 1 if "256" in text or "255" in text else 14)
+    if isinstance(expected, str):
+        assert expected in result
+    else:
+        assert result == expected
+
+
+def test_the_words_and_narrow_balances(tmp_path):
+    path = tmp_path / "w.csv"
+    big = 2 ** 248 - 1
+    path.write_text(f"username,balance_ETH_ETH,balance_BTC_BTC\nzoë,{big},0\n{'0' * 32},7,{2 ** 64}\n")
+    result, calls = run(scan_file, path, 31)
+    assert result == (["balance_ETH_ETH", "balance_BTC_BTC"], 2)
+    (users, balances, count), = calls
+    assert users == username_to_word("zoë") + username_to_word("0" * 32)
+    assert balances == b"".join(v.to_bytes(31, "little") for v in (big, 0, 7, 2 ** 64))
+    assert int.from_bytes(username_to_word("0" * 32), "little") < P
+
+
+@pytest.mark.parametrize("reader", [scan_file, _scan_python])
+def test_a_sinks_error_ends_the_scan(tmp_path, reader):
+    path = tmp_path / "s.csv"
+    path.write_text("username,balance_ETH_ETH\n" + "".join(f"u{i},1\n" for i in range(100)) + '"q",1\n')
+    calls = []
+
+    def sink(usernames, balances, count):
+        calls.append(count)
+        raise CsvError("the sink's own")
+    with pytest.raises(CsvError, match="^the sink's own$"):
+        reader(path, 14, None, sink, segment=8)
+    assert calls == [8]
+
+
+def test_header_must_match_the_jobs(tmp_path):
+    path = tmp_path / "h.csv"
+    path.write_text("username,balance_ETH_ETH\nalice,1\n")
+    assert run(scan_file, path, 14, ["username", "balance_ETH_ETH"])[0] == (["balance_ETH_ETH"], 1)
+    message, calls = run(scan_file, path, 14, ["username", "balance_BTC_BTC"])
+    assert message.startswith(f"{path}:1: header differs from the job's first file") and not calls
+
+
+def test_unreadable(tmp_path):
+    assert run(scan_file, tmp_path / "missing.csv", 14)[0] == \
+        f"{tmp_path / 'missing.csv'}: cannot read: No such file or directory"
+    assert "cannot read" in run(scan_file, tmp_path, 14)[0]
+    with pytest.raises(ValueError, match="n_bytes"):
+        scan_file(tmp_path / "x.csv", 32, None, print)
+    with pytest.raises(ValueError, match="segment"):
+        scan_file(tmp_path / "x.csv", 14, None, print, segment=0)
+
+
+# --- line_of_entry ----------------------------------------------------------------------------
+
+def csv_lines(path):
+    """(first, last) line of every entry, with the csv module."""
+    out = []
+    with csv_reader._open(path) as f:
+        reader = csv.reader(f)
+        header = False
+        for row in reader:
+            if row:
+                if header:
+                    out.append((csv_reader._record_start(reader.line_num, row), reader.line_num))
+                header = True
+    return out
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_line_of_entry(tmp_path, seed):
+    rng = random.Random(seed)
+    lines = ["\ufeffusername,balance_ETH_ETH"] if seed % 3 == 0 else ["", "username,balance_ETH_ETH"]
+    for k in range(rng.randint(1, 300)):
+        lines += [""] * rng.choice([0, 0, 0, 1, 3])
+        lines.append(f"u{k},{k}")
+        if seed % 5 == 0 and rng.random() < 0.02:
+            lines.append(rng.choice(['"a\nb",1', '"x""y",2', "z,3\r", '"\r\n",4']))
+    text = "".join(line + rng.choice(["\n", "\r\n"]) for line in lines)
+    path = tmp_path / "l.csv"
+    path.write_bytes(text.encode())
+    expected = csv_lines(path)
+    for k in sorted(rng.sample(range(len(expected)), min(20, len(expected)))) + [len(expected) - 1]:
+        assert _entry_lines(path, k, chunk=rng.choice([4, 50, 1 << 22])) == expected[k]
+        assert line_of_entry(path, k) == expected[k][0]
+    with pytest.raises(ValueError, match="no entry"):
+        line_of_entry(path, len(expected))
+
+
+def test_line_of_entry_is_fast(tmp_path):
+    path = tmp_path / "big.csv"
+    path.write_bytes(b"username,balance_ETH_ETH\n" + b"".join(b"u%d,%d\n\n" % (i, i) for i in range(200_000)))
+    assert line_of_entry(path, 199_999) == 2 + 2 * 199_999
+
+
+# --- read_csvs on top of scan_file: duplicates across segments and fallback files -------------
+
+def test_duplicate_in_a_later_segment(tmp_path):
+    n = SEGMENT + 100
+    path = tmp_path / "d.csv"
+    path.write_text("username,balance_ETH_ETH\n" + "".join(f"u{i},1\n" for i in range(n)) + "u5,1\n")
+    with pytest.raises(CsvError) as info:
+        read_csvs([path])
+    assert str(info.value) == f"{path}:{n + 2}: duplicate username 'u5' (first seen at {path}:7)"
+
+
+def test_duplicate_in_quoted_records(tmp_path):
+    a = tmp_path / "a.csv"
+    b = tmp_path / "b.csv"
+    a.write_text('username,balance_ETH_ETH\nx,1\n"x,y",1\n')
+    b.write_text('username,balance_ETH_ETH\n\ny,1\n"multi\n\nline",2\n')
+    with pytest.raises(CsvError, match=f"{b}:4: username .multi"):   # a valid entry has no line break
+        read_csvs([a, b])
+    b.write_text('username,balance_ETH_ETH\n\r\ny,1\n"z",1\n"x,y",2\n')
+    with pytest.raises(CsvError) as info:
+        read_csvs([a, b])
+    assert str(info.value) == f"{b}:5: duplicate username 'x,y' (first seen at {a}:3)"
+
+
+def test_widen():
+    assert _csvscan.widen(b"\x01\x02\x03\x04", 2) == b"\x01\x02" + bytes(30) + b"\x03\x04" + bytes(30)
+    assert _csvscan.widen(b"", 5) == b""
+    with pytest.raises(ValueError):
+        _csvscan.widen(b"\x01\x02\x03", 2)
