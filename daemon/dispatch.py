@@ -23,6 +23,7 @@ from ..mst.csv_reader import EntryBatch
 from ..mst.limits import record_bytes
 from ..wire import Code, ProtocolError
 from .checker import Checker, Fatal, Returned
+from .executor import PIPELINE
 from .job import CANCELLED, FAILED, LOADING, RUNNING, JobEnded
 from .spawners import SpawnError
 
@@ -103,11 +104,16 @@ class Dispatcher:
     def _hand_out(self, now):
         if self.depth is None:
             return
-        for executor in self.executors:
-            if self.pending and executor.usable(now):
-                serial = self.pending.popleft()
-                if not executor.start(self.job.id, serial, self._build_frames(serial), now):
-                    self.pending.appendleft(serial)     # to the next executor free
+        # first every idle executor; then a second unit to queue behind the one it builds,
+        # while there are more units left than executors (never at the job's tail)
+        for limit in (1, PIPELINE):
+            for executor in self.executors:
+                if limit > 1 and len(self.pending) <= len(self.executors):
+                    return
+                if self.pending and executor.usable(now, limit):
+                    serial = self.pending.popleft()
+                    if not executor.start(self.job.id, serial, self._build_frames(serial), now):
+                        self.pending.appendleft(serial)     # to the next executor free
 
     def _payload(self, unit):
         """A unit's entries, read back from the result files when it is first handed out, kept
@@ -139,9 +145,10 @@ class Dispatcher:
                 self._on_message(executor, sock)
 
     def _on_silence(self, executor, now):
-        if executor.batch is not None:           # a worker on probation holds no batch
-            self._retry(executor.batch, f"{executor.name} stopped answering "
+        for serial in list(executor.held):        # a worker on probation holds none
+            self._retry(serial, f"{executor.name} stopped answering "
                         f"(no reply for {self.window:g} s)")
+        executor.held.clear()
         self._replace(executor, now)
 
     # ---- what workers say -------------------------------------------------------------------
@@ -154,15 +161,16 @@ class Dispatcher:
             return
         if sock is not executor.socket:
             return                     # the heartbeat connection: it answered, that is all
-        index = executor.batch
-        if executor.lost_batch(command, body):
-            executor.batch = None
-            self._retry(index, f"{executor.name} no longer holds it (restarted, or dropped its "
+        lost = executor.lost_unit(command, body)
+        if lost is not None:
+            del executor.held[lost]
+            self._retry(lost, f"{executor.name} no longer holds it (restarted, or dropped its "
                         f"connections)")
             return
-        if command == wire.PONG or index is None or body.get("batch") != index:
-            return                     # a heartbeat, or an answer to a batch already retried
-        executor.batch = None
+        index = body.get("batch")
+        if command == wire.PONG or type(index) is not int or index not in executor.held:
+            return                     # a heartbeat, or an answer to a unit already retried
+        del executor.held[index]
         if command == wire.ERROR:
             self._on_error(executor, index, body)
         else:                          # a RESULT, or what claims to be one: the checker says
@@ -260,8 +268,9 @@ class Dispatcher:
                         None)
         if executor is None:
             return
-        if executor.batch is not None:   # what it took on while its result was checked
-            self._retry(executor.batch, f"{executor.name} was quarantined")
+        for serial in list(executor.held):   # what it took on while its result was checked
+            self._retry(serial, f"{executor.name} was quarantined")
+        executor.held.clear()
         self._drop(executor)
         try:
             successor = self.spawner.quarantine(executor)

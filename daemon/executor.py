@@ -1,7 +1,7 @@
 """An executor: the daemon's one-to-one handle on a worker, over two DEALER connections.
 
-    work       BUILD out; RESULT or ERROR back; PINGs that name the batch, whose PONGs say
-               whether the worker still holds it
+    work       BUILDs out; RESULTs or ERRORs back; PINGs that name a work unit, whose PONGs
+               say whether the worker still holds it
     heartbeat  PINGs and PONGs only: the liveness of the worker
 
 A batch of hundreds of MiB takes a while to cross a slow link, and libzmq delivers a message
@@ -11,6 +11,11 @@ big its batch is (Paranoid Pirate: PING every interval; dead after interval x li
 an answer to a PING). The PONG that names the batch stays on the work connection: it comes
 after any answer sent before it, so "not held" means the batch was really lost (the worker
 restarted in place, or dropped its connections), never that its RESULT is still on the way.
+
+An executor holds up to PIPELINE units: the worker queues the next one while it builds the
+current one, so it never waits for the daemon between two units (the dispatcher gives a second
+unit only while there is work for every idle executor too, so the last units are not stuck
+behind a busy worker while another one idles).
 
 A dead executor is replaced through its spawner; one that cannot be replaced by a fresh worker
 reconnects with a doubling back-off and is on probation, getting no batch until it answers a
@@ -23,6 +28,7 @@ import zmq
 from .. import wire
 
 HEARTBEAT_MAX_MESSAGE_BYTES = 64 << 10   # PONGs are a few dozen bytes
+PIPELINE = 2                             # units an executor may hold: one built, one queued
 
 
 def _send(sock, frames, copy=True):
@@ -42,9 +48,8 @@ class Executor:
         self.handle = handle           # the spawner's own record (a process, a container...)
         self.socket = None             # the work connection
         self.heartbeat_socket = None   # the heartbeat connection
-        self.job = None                # the job id of that batch
-        self.batch = None              # the batch index it builds, None when idle
-        self.batch_ping = 0            # the first PING sent after that batch's BUILD
+        self.job = None                # the job id of the units it holds
+        self.held = {}                 # unit -> the first PING sent after its BUILD, oldest first
         self.ping_seq = 0
         self.next_ping = 0.0
         self.unanswered_since = None   # when the oldest PING not answered by anything went out
@@ -65,8 +70,9 @@ class Executor:
     def sockets(self):
         return tuple(s for s in (self.socket, self.heartbeat_socket) if s is not None)
 
-    def usable(self, now):
-        return self.batch is None and not self.probation and self.ready_at <= now
+    def usable(self, now, limit=1):
+        """Whether it may take a unit now, holding fewer than `limit` (at most PIPELINE)."""
+        return len(self.held) < min(limit, PIPELINE) and not self.probation and self.ready_at <= now
 
     def start(self, job, batch, frames, now):
         """Send a BUILD; False when the worker cannot take it now: it then has to answer a
@@ -74,21 +80,22 @@ class Executor:
         if not _send(self.socket, frames, copy=False):
             self.probation = True
             return False
-        self.job, self.batch = job, batch
-        self.batch_ping = self.ping_seq + 1
-        self.next_ping = now             # the first PING right behind the BUILD
+        if not self.held:
+            self.next_ping = now         # the first PING right behind the BUILD
+        self.job = job
+        self.held[batch] = self.ping_seq + 1
         return True
 
     def heartbeat(self, now, interval):
         """Send the PINGs that are due to a busy (or probationary) worker."""
-        if (self.batch is None and not self.probation) or self.ready_at > now or now < self.next_ping:
+        if (not self.held and not self.probation) or self.ready_at > now or now < self.next_ping:
             return
         self.ping_seq += 1
         # a PING libzmq cannot take now is not sent, and counts as unanswered all the same
         _send(self.heartbeat_socket, wire.frames(wire.PING, {"seq": self.ping_seq}))
-        if self.batch is not None:
+        for batch in self.held:
             _send(self.socket, wire.frames(wire.PING, {
-                "seq": self.ping_seq, "job": self.job, "batch": self.batch}))
+                "seq": self.ping_seq, "job": self.job, "batch": batch}))
         if self.unanswered_since is None:
             self.unanswered_since = now
         self.next_ping = now + interval
@@ -104,14 +111,16 @@ class Executor:
         limit = wire.DEFAULT_MAX_MESSAGE_BYTES if sock is self.socket else HEARTBEAT_MAX_MESSAGE_BYTES
         return wire.parse(sock.recv_multipart(copy=False), limit)
 
-    def lost_batch(self, command, body):
-        """True when `body` (from the work connection) is a PONG saying the worker does not hold
-        our batch (any more). Only a PING sent after the BUILD counts: it reached the worker
-        after the BUILD did."""
-        seq = body.get("seq")
-        return command == wire.PONG and self.batch is not None and body.get("holds") is False \
-            and body.get("job") == self.job and body.get("batch") == self.batch \
-            and type(seq) is int and seq >= self.batch_ping
+    def lost_unit(self, command, body):
+        """The unit that `body` (from the work connection), a PONG, says the worker does not
+        hold (any more), or None. Only a PING sent after the BUILD counts: it reached the
+        worker after the BUILD did."""
+        seq, batch = body.get("seq"), body.get("batch")
+        if command == wire.PONG and body.get("holds") is False and body.get("job") == self.job \
+                and type(batch) is int and batch in self.held and type(seq) is int \
+                and seq >= self.held[batch]:
+            return batch
+        return None
 
     def successor(self, now, first_backoff=0.25, max_backoff=8.0):
         """A fresh executor for the same endpoint, usable after a doubling back-off."""

@@ -90,7 +90,7 @@ def test_a_worker_libzmq_cannot_take_messages_for_never_blocks_the_loop(worker_p
         dispatcher.units.append(Unit(0, 0, 0, 0, 4, build_batch()))
         dispatcher.attempts.append(0)
         dispatcher._hand_out(time.monotonic())           # the BUILD cannot go: kept, not lost
-        assert list(dispatcher.pending) == [0] and executor.batch is None and executor.probation
+        assert list(dispatcher.pending) == [0] and not executor.held and executor.probation
         executor.heartbeat(time.monotonic(), dispatcher.config.heartbeat_interval)
         dispatcher._heartbeats(time.monotonic() + LATER)  # the PING could not go: silence
         assert executor not in dispatcher.executors
