@@ -74,7 +74,7 @@ class IndexBuilder:
 
     def finish(self, same_username):
         """Write the index; return the duplicates as (first position, later position) pairs,
-        at most one per username and sorted by the later position (empty when all unique).
+        one per later occurrence, sorted by it (empty when all unique).
 
         same_username(p, q): whether the entries at positions p and q share a username."""
         self._spill()

@@ -4,6 +4,8 @@ changes one node of what it returns. SUMMA_FAULT picks which:
   root-balance    the root's first balance (+1)
   top-child       the hash of the root's left child
   leaf-balance    the first balance of the last real leaf (+1)
+  wide-balance    a byte above N_BYTES in the first balance of node 0 of level 2 (off the
+                  root's totals: only the store's narrowing sees it when nothing is sampled)
   forget-first    no lie: it drops the first BUILD it gets, as a worker restarted in place
                   would, and goes on answering PINGs
   fat-pong        no lie in its trees: every PONG carries 1 MiB of padding (over the 64 KiB
@@ -38,6 +40,9 @@ def lying_build(self, task):
         nodes[root - 2 * record] ^= 1 if depth else 0
     elif fault == "leaf-balance":
         nodes[(body["count"] - 1) * record + WORD] ^= 1
+    elif fault == "wide-balance" and depth >= 3:
+        level_2 = record * ((2 << depth) - (2 << (depth - 2)))
+        nodes[level_2 + WORD + WORD - 1] ^= 0x40
     body["nodes"] = bytes(nodes)
     return command, body
 

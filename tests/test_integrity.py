@@ -118,6 +118,19 @@ def test_full_mode_catches_a_lie_about_one_leaf(tmp_path, honest):
     assert record["quarantined"] == [liar.endpoint]
 
 
+def test_a_balance_wider_than_n_bytes_is_refused_even_unsampled(tmp_path, honest):
+    """The store keeps balances at N_BYTES: a returned node with a wider one is a lie (every sum
+    under a checked root fits), refused when it is narrowed, never cut down silently."""
+    entries = write_csv(tmp_path / "e.csv", 512, seed=13)
+    liar = FaultyWorker("wide-balance")
+    try:
+        record = run_job(tmp_path, [liar.endpoint, honest], tmp_path / "e.csv", verify_leaves=0)
+    finally:
+        liar.stop()
+    assert record["state"] == "done" and record["root"] == single_tree_root(entries), record
+    assert record["quarantined"] == [liar.endpoint]
+
+
 def test_a_batch_the_worker_no_longer_holds_is_sent_again(tmp_path, caplog):
     """PONGs alone do not keep a batch waiting: a worker that lost it says so, and gets it again."""
     entries = write_csv(tmp_path / "e.csv", 256, seed=11)
