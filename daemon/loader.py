@@ -148,7 +148,7 @@ class Loader(threading.Thread):
             raise _Stop()
         self.writer.append_entries(usernames, balances, count)
         self.file_count += count
-        if not self.proven and self.file_count > 1 << (self.unit_depth - 1 if self.unit_depth else 0):
+        if not self.proven and self.file_count > 1 << (self.unit_depth - 1):   # so d >= k
             self.proven = True
             self._fix_depth()
         size = 1 << self.unit_depth
@@ -181,14 +181,9 @@ class Loader(threading.Thread):
         self._put(("depth", self.unit_depth))
 
     def _put(self, item):
-        while True:
-            if self.stop.is_set():
-                raise _Stop()
-            try:
-                self.out.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+        if self.stop.is_set():
+            raise _Stop()
+        self.out.put(item)
 
     # ---- duplicates ---------------------------------------------------------------------------
 
