@@ -5,9 +5,9 @@ A wide word is 32 bytes little-endian (what the kernel reads); a narrow balance 
 N_BYTES bytes (what the store keeps: every balance and every sum is below 2^(8 N_BYTES) once
 the root passed its range check). A record is a hash word then N balances.
 """
-from libc.stdint cimport int64_t, uint8_t, uint64_t
-from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy, memset
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport memcmp, memcpy, memset
 
 
 class RecordError(ValueError):
@@ -221,3 +221,644 @@ def lower_bound(const uint64_t[::1] keys, uint64_t key):
             else:
                 high = middle
     return low
+
+
+# ---- proofs: the paths of a batch through a stored tree (store.py) ------------------------
+#
+# A stored tree of depth D over units of depth k: a unit's levels 0 and 1 are recomputed from
+# its entries, its levels 2 .. k-1 are narrow records in nodes.bin (per real unit, in serial
+# order), the unit roots and everything above are the verified upper tree (a copy in memory).
+# Nodes are named by (level L, id = global leaf index >> L). PathBatch walks the paths of a
+# batch of proofs up, level by level, each distinct node once; the hashing is the caller's
+# (the kernel), one call per level. StoredPaths holds what they read and the cache of verified
+# copies of the nodes at unit levels c .. k-1, where a later climb stops at the first one it
+# meets. Invariant of the cache: nodes enter it in sibling pairs whose parent is verified (a
+# cached node or a unit root), so a cached node's sibling and ancestors, up to the unit root,
+# are cached too: a climb that stops at one finds all its siblings above in the cache.
+
+cdef inline void _widen_one(const uint8_t *src, uint8_t *dst, int n_cur, int n_bytes) noexcept nogil:
+    cdef int c
+    memcpy(dst, src, 32)
+    for c in range(n_cur):
+        memcpy(dst + 32 * (1 + c), src + 32 + c * n_bytes, n_bytes)
+        memset(dst + 32 * (1 + c) + n_bytes, 0, 32 - n_bytes)
+
+
+cdef inline bint _narrow_one(const uint8_t *src, uint8_t *dst, int n_cur, int n_bytes) noexcept nogil:
+    cdef int c, b
+    for c in range(n_cur):
+        for b in range(n_bytes, 32):
+            if src[32 * (1 + c) + b]:
+                return False
+    memcpy(dst, src, 32)
+    for c in range(n_cur):
+        memcpy(dst + 32 + c * n_bytes, src + 32 * (1 + c), n_bytes)
+    return True
+
+
+cdef inline bint _same_narrow(const uint8_t *wide, const uint8_t *narrow, int n_cur,
+                              int n_bytes) noexcept nogil:
+    """Whether a wide record equals a narrow one (zero-extended)."""
+    cdef int c, b
+    if memcmp(wide, narrow, 32):
+        return False
+    for c in range(n_cur):
+        if memcmp(wide + 32 * (1 + c), narrow + 32 + c * n_bytes, n_bytes):
+            return False
+        for b in range(n_bytes, 32):
+            if wide[32 * (1 + c) + b]:
+                return False
+    return True
+
+
+cdef class StoredPaths:
+    """What the proofs of one result read, and the verified nodes they leave behind.
+
+    usernames, balances, nodes: the memory-mapped files (read as the proofs need them, never
+    trusted); upper: the verified copy of the upper tree (wide records, leaves first); the
+    shape as per-batch arrays (entry positions, counts, units before). Verified node cache:
+    the unit levels cache_level .. k-1 of every real unit, narrow records and a known-flag
+    each, allocated (calloc: untouched pages cost nothing) at the first insertion; its size is
+    cache_bytes, fixed when the tree is opened."""
+    cdef const uint8_t[::1] usernames, balances, nodes, upper
+    cdef const int64_t[::1] prefix, counts, units_before
+    cdef readonly int n_cur, n_bytes, depth, mini_depth, unit_depth, group_level, cache_level
+    cdef readonly int64_t units, slot_records, per_unit, cache_bytes, cached
+    cdef int rec, narrow
+    cdef uint8_t *cache
+    cdef uint8_t *known
+
+    def __init__(self, usernames, balances, nodes, upper, int n_cur, int n_bytes, int depth,
+                 int mini_depth, int unit_depth, prefix, counts, units_before, int cache_level):
+        _need(1 <= n_cur <= 64 and 1 <= n_bytes <= 32 and 0 <= unit_depth <= mini_depth <= depth <= 62,
+              "StoredPaths: bad shape")          # 64: the kernel's most currencies
+        self.usernames, self.balances, self.nodes, self.upper = usernames, balances, nodes, upper
+        self.prefix, self.counts, self.units_before = prefix, counts, units_before
+        _need(self.prefix.shape[0] == self.counts.shape[0] + 1 and
+              self.units_before.shape[0] == self.counts.shape[0] + 1, "StoredPaths: bad batch arrays")
+        self.n_cur, self.n_bytes, self.depth = n_cur, n_bytes, depth
+        self.mini_depth, self.unit_depth = mini_depth, unit_depth
+        self.group_level = min(unit_depth, 2)
+        self.units = self.units_before[self.counts.shape[0]]
+        self.rec, self.narrow = 32 * (1 + n_cur), 32 + n_cur * n_bytes
+        self.slot_records = ((<int64_t>1 << (unit_depth - 1)) - 2) if unit_depth >= 2 else 0
+        _need(self.nodes.shape[0] >= self.slot_records * self.narrow * self.units and
+              self.upper.shape[0] >= self.rec * ((<int64_t>2 << (depth - unit_depth)) - 1) and
+              self.usernames.shape[0] >= 32 * self.prefix[self.prefix.shape[0] - 1] and
+              self.balances.shape[0] >= n_cur * n_bytes * self.prefix[self.prefix.shape[0] - 1],
+              "StoredPaths: buffers smaller than the shape")
+        if unit_depth < 3 or cache_level >= unit_depth:
+            cache_level = unit_depth          # no cache: nothing stored to stop at
+        _need(cache_level >= 2 or unit_depth < 3, "StoredPaths: the cache starts at level 2")
+        self.cache_level = cache_level
+        self.per_unit = ((<int64_t>2 << (unit_depth - cache_level)) - 2) if cache_level < unit_depth else 0
+        self.cache_bytes = self.per_unit * self.units * (self.narrow + 1)
+        self.cache, self.known, self.cached = NULL, NULL, 0
+
+    def __dealloc__(self):
+        free(self.cache)
+        free(self.known)
+
+    @staticmethod
+    def cache_bytes_for(int64_t units, int unit_depth, int cache_level, int n_cur, int n_bytes):
+        """The memory of the verified node cache from cache_level up (0 when there is none)."""
+        if unit_depth < 3 or cache_level >= unit_depth:
+            return 0
+        return ((<int64_t>2 << (unit_depth - cache_level)) - 2) * units * (33 + n_cur * n_bytes)
+
+    cdef inline int64_t _serial(self, uint64_t slot) noexcept nogil:
+        cdef int shift = self.mini_depth - self.unit_depth
+        return self.units_before[slot >> shift] + <int64_t>(slot & ((<uint64_t>1 << shift) - 1))
+
+    cdef inline const uint8_t *_stored(self, int level, uint64_t node) noexcept nogil:
+        """The narrow record of node `node` at unit level 2 <= level < k, in nodes.bin."""
+        cdef int k = self.unit_depth
+        cdef int64_t j = <int64_t>(node & ((<uint64_t>1 << (k - level)) - 1))
+        cdef int64_t offset = ((<int64_t>1 << (k - 1)) - (<int64_t>2 << (k - level)))
+        return &self.nodes[(self._serial(node >> (k - level)) * self.slot_records + offset + j)
+                           * self.narrow]
+
+    cdef inline int64_t _cached(self, int level, uint64_t node) noexcept nogil:
+        """The cache slot of node `node` at unit level c <= level < k."""
+        cdef int k = self.unit_depth
+        cdef int64_t j = <int64_t>(node & ((<uint64_t>1 << (k - level)) - 1))
+        cdef int64_t offset = ((<int64_t>2 << (k - self.cache_level)) - (<int64_t>2 << (k - level)))
+        return self._serial(node >> (k - level)) * self.per_unit + offset + j
+
+    cdef inline bint _known(self, int level, uint64_t node) noexcept nogil:
+        return (self.known != NULL and self.cache_level <= level < self.unit_depth
+                and self.known[self._cached(level, node)] != 0)
+
+    cdef inline const uint8_t *_upper(self, int level, uint64_t node) noexcept nogil:
+        cdef int u = self.depth - self.unit_depth
+        return &self.upper[self.rec * (((<int64_t>2 << u) - (<int64_t>2 << (u - level))) + <int64_t>node)]
+
+    cdef int _allocate(self) except -1:
+        if self.cache == NULL and self.per_unit:
+            self.cache = <uint8_t *>calloc(self.per_unit * self.units, self.narrow)
+            self.known = <uint8_t *>calloc(self.per_unit * self.units, 1)
+            if self.cache == NULL or self.known == NULL:
+                free(self.cache)
+                free(self.known)
+                self.cache, self.known = NULL, NULL
+                raise MemoryError()
+        return 0
+
+    cdef void _insert_pair(self, int64_t at, const uint8_t *left, const uint8_t *right) noexcept nogil:
+        """Keep a verified sibling pair (wide records) at cache slots at, at + 1: both or
+        neither (a verified node always narrows: its sums are at most the root's)."""
+        cdef uint8_t pair[2 * (32 + 64 * 32)]
+        if self.known[at] and self.known[at + 1]:
+            return
+        if not (_narrow_one(left, pair, self.n_cur, self.n_bytes) and
+                _narrow_one(right, pair + self.narrow, self.n_cur, self.n_bytes)):
+            return
+        memcpy(self.cache + at * self.narrow, pair, 2 * self.narrow)
+        self.cached += 2 - self.known[at] - self.known[at + 1]
+        self.known[at] = 1
+        self.known[at + 1] = 1
+
+    cdef inline int64_t _slot(self, int64_t serial) noexcept nogil:
+        """The upper tree's leaf slot of the real unit `serial`."""
+        cdef int64_t low = 0, high = self.counts.shape[0], middle
+        while high - low > 1:                 # the last batch whose first unit is <= serial
+            middle = (low + high) >> 1
+            if self.units_before[middle] <= serial:
+                low = middle
+            else:
+                high = middle
+        return (low << (self.mini_depth - self.unit_depth)) + serial - self.units_before[low]
+
+    def warm_pairs(self, int level, int64_t start, int64_t count):
+        """A private wide copy of the stored children (at unit level `level`, c <= level < k)
+        of parents start .. start + count - 1 at level + 1, parents numbered unit after unit
+        (serial * 2^(k - level - 1) + j); warm_insert() keeps those that verify."""
+        cdef int k = self.unit_depth, n = self.n_cur, nb = self.n_bytes
+        cdef int64_t per = <int64_t>1 << (k - level - 1), q, serial, j, first
+        _need(self.cache_level <= level < k and start >= 0 and count >= 0
+              and start + count <= self.units * per, "warm_pairs: out of range")
+        out_buf = bytearray(2 * self.rec * count)
+        cdef uint8_t[::1] out = out_buf
+        cdef int64_t offset = (<int64_t>1 << (k - 1)) - (<int64_t>2 << (k - level))
+        with nogil:
+            for q in range(count):
+                serial = (start + q) // per
+                j = (start + q) - serial * per
+                first = (serial * self.slot_records + offset + 2 * j) * self.narrow
+                _widen_one(&self.nodes[first], &out[2 * q * self.rec], n, nb)
+                _widen_one(&self.nodes[first + self.narrow], &out[(2 * q + 1) * self.rec], n, nb)
+        return out_buf
+
+    def warm_insert(self, int level, int64_t start, int64_t count, const uint8_t[::1] children,
+                    const uint8_t[::1] parents):
+        """Keep the pairs of warm_pairs() whose hash (parents, hashed from that very copy)
+        equals their parent's verified copy (a cached node, or the unit root); returns how
+        many pairs did not (damage: their subtrees stay uncached, proofs there find it)."""
+        cdef int k = self.unit_depth, n = self.n_cur, nb = self.n_bytes
+        cdef int64_t per = <int64_t>1 << (k - level - 1), q, serial, j, at, bad = 0
+        cdef int64_t coff = (<int64_t>2 << (k - self.cache_level)) - (<int64_t>2 << (k - level))
+        cdef int64_t poff = (<int64_t>2 << (k - self.cache_level)) - (<int64_t>2 << (k - level - 1))
+        cdef bint ok
+        _need(self.cache_level <= level < k and start >= 0 and count >= 0
+              and start + count <= self.units * per and children.shape[0] >= 2 * self.rec * count
+              and parents.shape[0] >= self.rec * count, "warm_insert: out of range")
+        self._allocate()
+        with nogil:
+            for q in range(count):
+                serial = (start + q) // per
+                j = (start + q) - serial * per
+                if level + 1 == k:
+                    ok = memcmp(&parents[q * self.rec],
+                                &self.upper[self.rec * self._slot(serial)], self.rec) == 0
+                else:
+                    at = serial * self.per_unit + poff + j
+                    ok = self.known[at] != 0 and _same_narrow(&parents[q * self.rec],
+                                                              self.cache + at * self.narrow, n, nb)
+                if not ok:
+                    bad += 1
+                    continue
+                self._insert_pair(serial * self.per_unit + coff + 2 * j, &children[2 * q * self.rec],
+                                  &children[(2 * q + 1) * self.rec])
+        return bad
+
+    def forget(self):
+        """Drop every verified node (they are found again as proofs are verified)."""
+        free(self.cache)
+        free(self.known)
+        self.cache, self.known, self.cached = NULL, NULL, 0
+
+
+cdef class PathBatch:
+    """The paths of a batch of proofs (ascending, distinct global leaf indices of entries).
+
+    leaf_inputs() -> the entries of every group of 2^h leaves the paths start in (h =
+    min(k, 2)); start(leaves, level1, top) takes their hashes; then climb() -> (children,
+    parents) as long as parents > 0, push(hashed parents) after each; failures counts the
+    nodes that did not equal their verified copy; emit() -> every proof's siblings and entry,
+    the very bytes that were hashed or verified copies; remember() caches the verified nodes."""
+    cdef StoredPaths t
+    cdef readonly int64_t count, groups, failures
+    cdef readonly int level
+    cdef object indices, group_ids, group_of, users, bals, leaves, level1
+    cdef object ids, records
+    cdef list level_ids, level_parent, level_children
+
+    def __init__(self, StoredPaths t, indices):
+        self.t = t
+        self.indices = indices
+        cdef const uint64_t[::1] g = indices
+        cdef int64_t m = g.shape[0], i, q = 0
+        cdef int h = t.group_level
+        self.count = m
+        self.group_ids = bytearray(8 * m)
+        self.group_of = bytearray(8 * m)
+        cdef uint64_t[::1] gid = memoryview(self.group_ids).cast("Q")
+        cdef int64_t[::1] gof = memoryview(self.group_of).cast("q")
+        for i in range(m):
+            if q == 0 or gid[q - 1] != g[i] >> h:
+                gid[q] = g[i] >> h
+                q += 1
+            gof[i] = q - 1
+        self.groups = q
+        self.failures = 0
+        self.level = h
+        self.level_ids, self.level_parent, self.level_children = [], [], []
+
+    def leaf_inputs(self):
+        """(username words, wide balance words, leaf count) of every leaf of every group;
+        leaves past a batch's end are zero entries (hashed like the padding)."""
+        cdef StoredPaths t = self.t
+        cdef int h = t.group_level, n = t.n_cur, nb = t.n_bytes, s, c
+        cdef int64_t size = <int64_t>1 << h, q = self.groups, i, leaf, b, local, position
+        cdef int64_t count = q * size, width = n * nb
+        cdef uint64_t g, dmask = (<uint64_t>1 << t.mini_depth) - 1
+        self.users = bytearray(32 * count)
+        self.bals = bytearray(32 * n * count)
+        cdef uint8_t[::1] users = self.users, bals = self.bals
+        cdef const uint64_t[::1] gid = memoryview(self.group_ids).cast("Q")
+        cdef int64_t batches = t.counts.shape[0]
+        with nogil:
+            for i in range(q):
+                for s in range(size):
+                    leaf = i * size + s
+                    g = (gid[i] << h) + <uint64_t>s
+                    b = <int64_t>(g >> t.mini_depth)
+                    local = <int64_t>(g & dmask)
+                    if b < batches and local < t.counts[b]:
+                        position = t.prefix[b] + local
+                        memcpy(&users[32 * leaf], &t.usernames[32 * position], 32)
+                        for c in range(n):
+                            memcpy(&bals[32 * (n * leaf + c)], &t.balances[width * position + nb * c], nb)
+        return self.users, self.bals, count
+
+    def start(self, leaves, level1, top):
+        """The hashes of the groups: their leaves, their level-1 nodes (None where h < 2) and
+        their level-h nodes (the leaves where h = 0), one per group."""
+        self.leaves, self.level1 = leaves, level1
+        self.ids, self.records = memoryview(self.group_ids).cast("Q")[:self.groups], top
+
+    def climb(self):
+        """Check the current level against the verified copies, then pair what still climbs:
+        (children records, parent count), (None, 0) when every path has stopped (or failed)."""
+        cdef StoredPaths t = self.t
+        cdef int L = self.level, k = t.unit_depth, rec = t.rec, n = t.n_cur, nb = t.n_bytes
+        cdef const uint64_t[::1] ids = self.ids
+        cdef const uint8_t[::1] records = self.records
+        cdef int64_t a = ids.shape[0], i, p = 0
+        parent_buf = bytearray(8 * a)
+        cdef int64_t[::1] parent = memoryview(parent_buf).cast("q")
+        cdef bint active
+        cdef int64_t failures = 0
+        cdef uint64_t x
+        # check: a unit root against the upper tree, a cached node against its copy
+        for i in range(a):
+            parent[i] = 0
+            if L == k:
+                if memcmp(&records[i * rec], t._upper(0, ids[i]), rec):
+                    failures += 1
+                parent[i] = -1
+            elif t._known(L, ids[i]):
+                if not _same_narrow(&records[i * rec], t.cache + t._cached(L, ids[i]) * t.narrow, n, nb):
+                    failures += 1
+                parent[i] = -1
+        self.failures += failures
+        if failures or L == k:
+            return None, 0
+        # pair: each parent of an active node, its children computed or read
+        children_buf = bytearray(2 * rec * a)
+        parent_ids = bytearray(8 * a)
+        cdef uint8_t[::1] children = children_buf
+        cdef uint64_t[::1] pid = memoryview(parent_ids).cast("Q")
+        cdef const uint8_t *other
+        cdef int side
+        with nogil:
+            i = 0
+            while i < a:
+                if parent[i] < 0:
+                    i += 1
+                    continue
+                x = ids[i]
+                pid[p] = x >> 1
+                side = <int>(x & 1)
+                memcpy(&children[(2 * p + side) * rec], &records[i * rec], rec)
+                parent[i] = p
+                if side == 0 and i + 1 < a and ids[i + 1] == x + 1 and parent[i + 1] >= 0:
+                    memcpy(&children[(2 * p + 1) * rec], &records[(i + 1) * rec], rec)
+                    parent[i + 1] = p
+                    i += 2
+                else:
+                    if t._known(L, x ^ 1):
+                        _widen_one(t.cache + t._cached(L, x ^ 1) * t.narrow,
+                                   &children[(2 * p + 1 - side) * rec], n, nb)
+                    else:
+                        _widen_one(t._stored(L, x ^ 1), &children[(2 * p + 1 - side) * rec], n, nb)
+                    i += 1
+                p += 1
+        self.level_ids.append(self.ids)
+        self.level_parent.append(parent_buf)
+        if p == 0:
+            return None, 0
+        self.level_children.append(children_buf)
+        self.ids = memoryview(parent_ids).cast("Q")[:p]
+        return children_buf, p
+
+    def push(self, records):
+        """The hashes of the parents the last climb() paired (the next level's nodes)."""
+        self.records = records
+        self.level += 1
+
+    def emit(self):
+        """(siblings, entries): per proof, in index order, its depth sibling records (wide,
+        leaf level first) and its entry (username word, then the wide balance words)."""
+        cdef StoredPaths t = self.t
+        cdef int h = t.group_level, k = t.unit_depth, D = t.depth, rec = t.rec, n = t.n_cur
+        cdef int nb = t.n_bytes, L, j
+        cdef int64_t m = self.count, i, leaf, size = <int64_t>1 << h, par, at
+        cdef const uint64_t[::1] g = self.indices
+        cdef const int64_t[::1] gof = memoryview(self.group_of).cast("q")
+        siblings_buf = bytearray(rec * D * m)
+        entries_buf = bytearray(32 * (1 + n) * m)
+        cdef uint8_t[::1] out = siblings_buf, entries = entries_buf
+        cdef const uint8_t[::1] users = self.users, bals = self.bals
+        cdef const uint8_t[::1] leaves, level1, children
+        cdef const int64_t[::1] parent
+        pos_buf = bytearray(8 * m)
+        cdef int64_t[::1] pos = memoryview(pos_buf).cast("q")
+        if h >= 1:
+            leaves = self.leaves
+        if h >= 2:
+            level1 = self.level1
+        for i in range(m):
+            leaf = gof[i] * size + <int64_t>(g[i] & <uint64_t>(size - 1))
+            memcpy(&entries[32 * (1 + n) * i], &users[32 * leaf], 32)
+            memcpy(&entries[32 * (1 + n) * i + 32], &bals[32 * n * leaf], 32 * n)
+            if h >= 1:
+                memcpy(&out[rec * (D * i)], &leaves[rec * (leaf ^ 1)], rec)
+            if h >= 2:
+                memcpy(&out[rec * (D * i + 1)], &level1[rec * ((leaf >> 1) ^ 1)], rec)
+            pos[i] = gof[i]
+        for L in range(h, k):
+            j = L - h
+            parent = memoryview(self.level_parent[j]).cast("q") if j < len(self.level_parent) else None
+            children = self.level_children[j] if j < len(self.level_children) else None
+            for i in range(m):
+                at = rec * (D * i + L)
+                if pos[i] >= 0 and parent is not None and parent[pos[i]] >= 0:
+                    par = parent[pos[i]]
+                    memcpy(&out[at], &children[rec * (2 * par + 1 - <int64_t>((g[i] >> L) & 1))], rec)
+                    pos[i] = par
+                else:                # this path stopped at a verified node: the rest is cached
+                    pos[i] = -1
+                    _need(t._known(L, (g[i] >> L) ^ 1), "emit: a stopped path's sibling is not cached")
+                    _widen_one(t.cache + t._cached(L, (g[i] >> L) ^ 1) * t.narrow, &out[at], n, nb)
+        for L in range(k, D):
+            for i in range(m):
+                memcpy(&out[rec * (D * i + L)], t._upper(L - k, (g[i] >> L) ^ 1), rec)
+        return siblings_buf, entries_buf
+
+    def remember(self):
+        """Cache the verified nodes of this batch's paths (call only when failures == 0)."""
+        cdef StoredPaths t = self.t
+        if self.failures or t.per_unit == 0:
+            return
+        t._allocate()
+        cdef int h = t.group_level, L, j
+        cdef int64_t i, p
+        cdef const uint64_t[::1] pid
+        cdef const uint8_t[::1] children
+        cdef uint64_t x
+        for j in range(len(self.level_children)):
+            L = h + j
+            if L < t.cache_level:
+                continue
+            children = self.level_children[j]
+            pid = self.level_ids[j + 1] if j + 1 < len(self.level_ids) else self.ids
+            for p in range(pid.shape[0]):
+                x = pid[p] << 1
+                t._insert_pair(t._cached(L, x), &children[2 * p * t.rec], &children[(2 * p + 1) * t.rec])
+
+
+# ---- proofs: JSON pieces ------------------------------------------------------------------
+
+cdef const char *_HEX = b"0123456789abcdef"
+
+
+cdef inline void _hex_word(const uint8_t *word, char *out) noexcept nogil:
+    """A little-endian field word as the spec's JSON writes it: 0x + 64 hex digits (66 bytes)."""
+    cdef int i
+    out[0] = 48
+    out[1] = 120
+    for i in range(32):
+        out[2 + 2 * i] = _HEX[word[31 - i] >> 4]
+        out[3 + 2 * i] = _HEX[word[31 - i] & 15]
+
+
+cdef int _decimal(const uint8_t *word, char *out) noexcept nogil:
+    """A little-endian 256-bit word in decimal, no leading zeros; returns the length (<= 78)."""
+    cdef uint32_t limbs[8]
+    cdef char digits[80]
+    cdef int i, top = 7, length = 0, j
+    cdef uint64_t rest, value
+    memcpy(limbs, word, 32)            # little-endian hosts only, as _load64
+    while top >= 0 and limbs[top] == 0:
+        top -= 1
+    if top < 0:
+        out[0] = 48
+        return 1
+    while top >= 0:
+        rest = 0
+        i = top
+        while i >= 0:
+            value = (rest << 32) | limbs[i]
+            limbs[i] = <uint32_t>(value // 1000000000)
+            rest = value % 1000000000
+            i -= 1
+        while top >= 0 and limbs[top] == 0:
+            top -= 1
+        for j in range(9):
+            digits[length] = <char>(48 + rest % 10)
+            rest //= 10
+            length += 1
+            if top < 0 and rest == 0:
+                break
+    for i in range(length):
+        out[i] = digits[length - 1 - i]
+    return length
+
+
+def decimals(const uint8_t[::1] words, int64_t start, int count):
+    """count little-endian words from words[start] -> their decimal strings."""
+    _need(start >= 0 and count >= 0 and words.shape[0] >= start + 32 * count, "decimals: short buffer")
+    cdef char buf[80]
+    cdef int i, length
+    out = []
+    for i in range(count):
+        length = _decimal(&words[start + 32 * i], buf)
+        out.append(buf[:length].decode("ascii"))
+    return out
+
+
+def path_nodes(const uint8_t[::1] records, int64_t start, int count, int n_cur):
+    """count wide records from records[start] -> [{"hash": "0x..", "balances": ["0x..", ...]}]."""
+    cdef int64_t rec = 32 * (1 + n_cur), at
+    _need(n_cur >= 1 and start >= 0 and count >= 0 and records.shape[0] >= start + rec * count,
+          "path_nodes: short buffer")
+    cdef char buf[66]
+    cdef int i, c
+    out = []
+    for i in range(count):
+        at = start + i * rec
+        _hex_word(&records[at], buf)
+        node_hash = buf[:66].decode("ascii")
+        balances = []
+        for c in range(n_cur):
+            _hex_word(&records[at + 32 * (1 + c)], buf)
+            balances.append(buf[:66].decode("ascii"))
+        out.append({"hash": node_hash, "balances": balances})
+    return out
+
+
+def proof_lines(const uint8_t[::1] siblings, const uint8_t[::1] entries, indices, order,
+                list usernames, int depth, int n_cur, bytes head, bytes tail):
+    """The JSON lines (json.dumps(proof, separators=(",", ":")) + newline, byte for byte) of
+    the proofs order[0], order[1], ... of a batch: `siblings` and `entries` as PathBatch.emit
+    gives them, `indices` their global indices, `usernames` their JSON strings (bytes, quoted
+    and escaped), head = b'{"layout":...,"n_currencies":N,"entry":{"username":' and
+    tail = b'],"root":ROOT}' + newline."""
+    cdef const uint64_t[::1] g = indices
+    cdef const int64_t[::1] which = order
+    cdef int64_t rec = 32 * (1 + n_cur), entry = 32 * (1 + n_cur), lines = which.shape[0], i, p
+    cdef int64_t size = 0, at = 0, proofs = g.shape[0]
+    _need(n_cur >= 1 and depth >= 0 and len(usernames) == proofs
+          and siblings.shape[0] >= rec * depth * proofs and entries.shape[0] >= entry * proofs,
+          "proof_lines: buffers do not match the proofs")
+    for i in range(lines):
+        _need(0 <= which[i] < proofs, "proof_lines: order out of range")
+        size += len(<bytes>usernames[which[i]])
+    size += lines * (len(head) + len(tail) + 64 + n_cur * 82 + depth * (30 + 69 * (1 + n_cur)))
+    out_buf = bytearray(size)
+    cdef char *out = out_buf
+    cdef const char *piece
+    cdef int L, c, length
+    cdef int64_t base, node
+    cdef uint64_t index
+    cdef char number[24]
+    for i in range(lines):
+        p = which[i]
+        index = g[p]
+        memcpy(out + at, <const char *>head, len(head))
+        at += len(head)
+        piece = usernames[p]
+        length = len(<bytes>usernames[p])
+        memcpy(out + at, piece, length)
+        at += length
+        memcpy(out + at, b',"balances":[', 13)
+        at += 13
+        for c in range(n_cur):
+            if c:
+                out[at] = 44
+                at += 1
+            out[at] = 34
+            at += 1 + 0
+            at += _decimal(&entries[entry * p + 32 * (1 + c)], out + at)
+            out[at] = 34
+            at += 1
+        memcpy(out + at, b']},"index":', 11)
+        at += 11
+        length = 0
+        while True:
+            number[length] = <char>(48 + index % 10)
+            index //= 10
+            length += 1
+            if index == 0:
+                break
+        for c in range(length):
+            out[at + c] = number[length - 1 - c]
+        at += length
+        memcpy(out + at, b',"path":[', 9)
+        at += 9
+        base = rec * depth * p
+        for L in range(depth):
+            node = base + rec * L
+            if L:
+                out[at] = 44
+                at += 1
+            memcpy(out + at, b'{"hash":"', 9)
+            at += 9
+            _hex_word(&siblings[node], out + at)
+            at += 66
+            memcpy(out + at, b'","balances":[', 14)
+            at += 14
+            for c in range(n_cur):
+                if c:
+                    out[at] = 44
+                    at += 1
+                out[at] = 34
+                _hex_word(&siblings[node + 32 * (1 + c)], out + at + 1)
+                out[at + 67] = 34
+                at += 68
+            memcpy(out + at, b']}', 2)
+            at += 2
+        memcpy(out + at, b'],"path_indices":[', 18)
+        at += 18
+        index = g[p]
+        for L in range(depth):
+            if L:
+                out[at] = 44
+                at += 1
+            out[at] = <char>(48 + ((index >> L) & 1))
+            at += 1
+        memcpy(out + at, <const char *>tail, len(tail))
+        at += len(tail)
+    return bytes(out_buf[:at])
+
+
+def find_positions(const uint64_t[::1] keys, const uint64_t[::1] positions,
+                   const uint8_t[::1] usernames, const uint8_t[::1] words,
+                   const uint64_t[::1] fingerprints, int64_t[::1] out):
+    """The entry position of each username word, by the index (keys ascending, positions
+    beside them) and confirmed against the stored username words: -1 when its fingerprint is
+    not there, -2 when it names only entries (or positions) with another username."""
+    cdef int64_t n = keys.shape[0], count = fingerprints.shape[0], entries = usernames.shape[0] // 32
+    cdef int64_t i, low, high, middle
+    cdef uint64_t p, key
+    _need(positions.shape[0] == n and words.shape[0] >= 32 * count and out.shape[0] >= count,
+          "find_positions: buffer sizes do not match")
+    with nogil:
+        for i in range(count):
+            key = fingerprints[i]
+            low, high = 0, n
+            while low < high:
+                middle = (low + high) >> 1
+                if keys[middle] < key:
+                    low = middle + 1
+                else:
+                    high = middle
+            out[i] = -1
+            while low < n and keys[low] == key:
+                p = positions[low]
+                if p < <uint64_t>entries and memcmp(&usernames[32 * p], &words[32 * i], 32) == 0:
+                    out[i] = <int64_t>p
+                    break
+                out[i] = -2
+                low += 1

@@ -2,11 +2,12 @@
 
 One thread (serve()) owns the control ROUTER, the cancel PUB and an inproc PULL on which job
 runner threads ask for cancellations to be published. Each running job has its own runner
-thread (runner.py) with its own executor sockets. Job records live in DATA_DIR/jobs/ and
-results in DATA_DIR/results/; both survive restarts, and a job that was running when the
-daemon died is marked failed (interrupted) when it comes back. A memory guard
-(wire/memory.py) watches the heap; over max_memory_mb, the control socket is closed,
-freeing what its clients made libzmq hold, and bound afresh.
+thread (runner.py) with its own executor sockets. PROOF requests go, as they came, to the
+proof server's thread (proofs.py), which answers them in batches; this loop forwards its
+answers. Job records live in DATA_DIR/jobs/ and results in DATA_DIR/results/; both survive
+restarts, and a job that was running when the daemon died is marked failed (interrupted) when
+it comes back. A memory guard (wire/memory.py) watches the heap; over max_memory_mb, the
+control socket is closed, freeing what its clients made libzmq hold, and bound afresh.
 """
 import collections
 import fcntl
@@ -22,19 +23,20 @@ import time
 import zmq
 
 from .. import wire
-from ..mst import store
 from ..wire import Code, ProtocolError
 from ..wire.keys import KeysError, start_authenticator
 from ..wire.memory import MemoryGuard, default_budget, over_limit_message, rebind
 from . import spawners
 from .config import ConfigError
 from .job import CANCELLED, FAILED, FINISHED, QUEUED, Job, check_submit
+from .proofs import ProofServer, recv_frames, send_frames
 from .runner import JobRunner
 
 log = logging.getLogger("summa.daemon")
 
 POLL_MS = 100
-CACHED_RESULTS = 4
+DRAIN = 64                             # control requests read at once before the loop goes on
+PROOFS_WAITING = 100_000               # PROOF requests queued for the proof server, at most
 CONTROL_MAX_MESSAGE_BYTES = 16 << 20   # requests are small: paths, ids, names
 SUBSCRIPTION_MAX_BYTES = 512           # b"\x01cancel.", and the CURVE handshake (276 bytes)
 SUBSCRIPTIONS_QUEUED = 64              # per connection, until the PUB next reads them
@@ -65,10 +67,21 @@ class Daemon:
         self._events_address = f"inproc://summa-daemon-events-{id(self)}"
         self.events = wire.new_socket(self.context, zmq.PULL)
         self.events.bind(self._events_address)
+        self._proofs_address = f"inproc://summa-daemon-proofs-{id(self)}"
+        self._answers_address = f"inproc://summa-daemon-answers-{id(self)}"
+        self.proof_requests = self.context.socket(zmq.PUSH)
+        self.proof_requests.linger = 0
+        self.proof_requests.sndhwm = PROOFS_WAITING
+        self.proof_requests.bind(self._proofs_address)
+        self.proof_answers = self.context.socket(zmq.PULL)
+        self.proof_answers.linger = 0
+        self.proof_answers.rcvhwm = 0
+        self.proof_answers.bind(self._answers_address)
+        self.proof_server = ProofServer(self.context, self.results_dir, self._proofs_address,
+                                        self._answers_address, self.on_proof)
         self.jobs = collections.OrderedDict()
         self.queue = collections.deque()
         self.runners = {}
-        self.results = collections.OrderedDict()   # job id -> loaded tree, a small LRU
         self.stopping = threading.Event()
         self._recover()
         if self.authenticator is None:   # said once the daemon is up, not before a start error
@@ -130,13 +143,16 @@ class Daemon:
 
     def serve(self):
         self.poller = zmq.Poller()
-        for sock in (self.control, self.events, self.memory_alarm):
+        for sock in (self.control, self.events, self.memory_alarm, self.proof_answers):
             self.poller.register(sock, zmq.POLLIN)
+        self.proof_server.start()
         try:
             while not self.stopping.is_set():
                 for sock, _ in self.poller.poll(POLL_MS):
                     if sock is self.control:
-                        self._on_request(self.control.recv_multipart(copy=False))
+                        self._drain_requests()
+                    elif sock is self.proof_answers:
+                        self._forward_answers()
                     elif sock is self.memory_alarm:
                         self._on_memory_alarm()
                     elif sock is self.events:
@@ -149,6 +165,39 @@ class Daemon:
 
     def stop(self):
         self.stopping.set()
+
+    def _drain_requests(self):
+        """Every request waiting on the control socket, up to DRAIN, each answered in turn; a
+        PROOF (identity, header, command, body) goes to the proof server as it came."""
+        control = self.control
+        for _ in range(DRAIN):
+            try:
+                parts = recv_frames(control, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(parts) == 4 and parts[2].bytes == wire.PROOF:
+                try:
+                    send_frames(self.proof_requests, parts, zmq.NOBLOCK)
+                except zmq.Again:
+                    self._refuse(parts[0].bytes, ProtocolError(
+                        Code.INTERNAL, f"the proof server has {PROOFS_WAITING} requests waiting; "
+                        f"try again later"))
+                continue
+            self._on_request(parts)
+            if self.control is not control:
+                return
+
+    def _forward_answers(self):
+        """The proof server's answers (one message per batch: identity, header, command, body,
+        identity, ...), to their clients; one whose connection is gone, or was dropped by the
+        memory guard, loses it, as any answer."""
+        for _ in range(DRAIN):
+            try:
+                frames = recv_frames(self.proof_answers, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            for start in range(0, len(frames), 4):
+                send_frames(self.control, frames[start:start + 4])
 
     def _start_queued(self):
         while self.queue and len(self.runners) < self.config.max_parallel_jobs:
@@ -190,7 +239,11 @@ class Daemon:
             self._publish_cancel(job_id)
         for runner in self.runners.values():
             runner.join()     # each runner terminates its own workers, with bounded waits
-        for sock in (self.control, self.pub, self.events, self.memory_alarm):
+        self.proof_server.stop()
+        if self.proof_server.is_alive():
+            self.proof_server.join()
+        for sock in (self.control, self.pub, self.events, self.memory_alarm, self.proof_requests,
+                     self.proof_answers):
             sock.close(linger=0)
         self.guard.stop()
         if self.authenticator is not None:
@@ -207,6 +260,9 @@ class Daemon:
             if handler is None:
                 raise ProtocolError(Code.UNKNOWN_COMMAND, f"the daemon does not take "
                                     f"{wire.COMMAND_NAMES[command]}")
+            if command == wire.PROOF:                 # (_drain_requests forwards them first)
+                send_frames(self.proof_requests, parts, zmq.NOBLOCK)
+                return
             reply = handler(self, body)
             self.control.send_multipart([identity, *wire.frames(wire.REPLY, reply)])
         except ProtocolError as error:
@@ -217,6 +273,10 @@ class Daemon:
             log.exception("request failed")
             self.control.send_multipart([identity, *wire.frames(wire.ERROR, wire.error_body(
                 Code.INTERNAL, f"{type(error).__name__}: {error}"))])
+
+    def _refuse(self, identity, error):
+        self.control.send_multipart([identity, *wire.frames(wire.ERROR, wire.error_body(
+            error.code, error.message))])
 
     def _job(self, body):
         job_id = wire.check_job(body)
@@ -264,31 +324,15 @@ class Daemon:
         return {"job": job.id, "state": job.state}
 
     def on_proof(self, body):
+        """The checks of a PROOF body: (job id, username), which the proof server answers (it
+        calls this in its thread: it only reads the job table)."""
         job = self._job(body)
         username = body.get("username")
         if not isinstance(username, str):
             raise ProtocolError(Code.BAD_FIELD, "field 'username': expected a string")
         if job.state != "done":
             raise ProtocolError(Code.NOT_READY, f"job {job.id} is {job.state}: it has no tree")
-        tree = self._result(job.id)
-        try:
-            return {"proof": tree.proof(username)}
-        except store.StoreError as error:      # damaged since it was opened: say so, never lie
-            log.error("job %s: %s", job.id, error)
-            raise ProtocolError(Code.INTERNAL, f"job {job.id}: {error}") from None
-        except (KeyError, ValueError):
-            raise ProtocolError(Code.NOT_FOUND, f"username {username!r} is not in job {job.id}") from None
-
-    def _result(self, job_id):
-        if job_id not in self.results:
-            try:
-                self.results[job_id], _ = store.load(os.path.join(self.results_dir, job_id))
-            except store.StoreError as error:
-                raise ProtocolError(Code.NOT_READY, f"job {job_id}: {error}") from None
-            while len(self.results) > CACHED_RESULTS:
-                self.results.popitem(last=False)
-        self.results.move_to_end(job_id)
-        return self.results[job_id]
+        return job.id, username
 
     def on_shutdown(self, body):
         self.stop()

@@ -13,9 +13,10 @@ Version 2 (written by store_writer.py while the job runs):
     index-positions.bin    the entry position of each
 
 Levels 0 and 1 are recomputed from the entries. The upper tree is rehashed when the directory
-is opened and must lead to the manifest's root; every proof's path below it is rehashed and
-must lead to its stored unit root: a damaged store gives a StoreError, never a wrong proof.
-check() (summa-proof --check) compares every file with its SHA-256.
+is opened and must lead to the manifest's root (a verified copy stays in memory); every proof's
+path below it is rehashed from its entry up to a verified node (its unit root, or a node of
+the bounded cache of verified copies, StoredTree): a damaged store gives a StoreError, never a
+wrong proof. check() (summa-proof --check) compares every file with its SHA-256.
 
 Version-1 directories (store_v1.py) still load; their proofs are verified the same way.
 """
@@ -23,16 +24,19 @@ import hashlib
 import json
 import mmap
 import os
+import threading
+from array import array
+from json.encoder import encode_basestring_ascii
 
 from ..cython_ext import _kernel, _records
 from ..cython_ext.params import WORD
 from . import store_v1
 from .csv_reader import username_to_word, word_to_username
-from .index import KEYS, POSITIONS, fingerprints, lookup
+from .index import KEYS, POSITIONS, fingerprints
 from .limits import layout_code, record_bytes, tree_bytes
 from .proof import InvalidProof, verify_proof
 from .shape import TreeShape
-from .store_writer import FORMAT, STORED_FROM_LEVEL, narrow_record_bytes, stored_records
+from .store_writer import FORMAT, narrow_record_bytes, stored_records
 from .tree import Levels, zero_root
 from .store_v1 import StoreError, publish
 
@@ -104,27 +108,56 @@ def _map(directory, name, expected):
         raise StoreError(f"{path}: cannot read: {error.strerror}") from None
 
 
-def _hex(word):
-    return "0x" + bytes(word[::-1]).hex()
+CACHE_BYTES = 32 << 20      # the verified node cache of one open result, at most (see cache_level)
+BATCH = 4096                # proofs walked together by proofs(), at most
+WARM_PAIRS = 128            # stored node pairs verified by one warm() call (~0.7 ms of kernel)
 
 
-def _narrow_hex(value, n_bytes):
-    return "0x" + "00" * (WORD - n_bytes) + bytes(value[::-1]).hex()
+def cache_level(units, unit_depth, n_currencies, n_bytes, budget=CACHE_BYTES):
+    """The lowest unit level c >= 2 whose nodes, with every level above it up to the unit
+    roots, fit in `budget` bytes as verified copies (the unit depth k: no cache).
+
+    Their memory is units x (2^(k-c+1) - 2) x (33 + N x N_BYTES) bytes: at 2^28 entries of one
+    currency in units of 2^16, c = 10 and 23.1 MiB; at 2^20 in units of 2^15, c = 2 and 23.5 MiB."""
+    for level in range(2, unit_depth):
+        if _records.StoredPaths.cache_bytes_for(units, unit_depth, level, n_currencies,
+                                                n_bytes) <= budget:
+            return level
+    return unit_depth
 
 
 class StoredTree:
-    """A version-2 result directory, memory-mapped; proofs read O(depth) records from disk."""
+    """A version-2 result directory, memory-mapped; proofs read O(depth) records from disk.
 
-    def __init__(self, directory, manifest):
+    Every proof is verified before it leaves: its entry and the entries of its group of 4
+    leaves are hashed, then its path is rehashed level by level with the siblings read from
+    nodes.bin, until it meets a node whose verified copy is held in memory (the unit root in
+    the upper tree, checked at open, or a node of the verified cache) and equals it. The
+    siblings above that node are the verified copies; every other record of the proof is the
+    very bytes that were hashed. A batch (proofs()) hashes each distinct node once, one
+    kernel call per level for all its paths. After a batch verifies, its nodes at unit levels
+    >= cache_level (their siblings included) are kept as verified copies, at most
+    cache_bytes (CACHE_BYTES by default), so later climbs stop lower.
+
+    Guarantee: a proof that leaves is the proof of the undamaged store, byte for byte,
+    whatever the batch and whatever the cache holds; a proof whose bytes read do not verify
+    raises StoreError. A fresh tree reads every stored record of the proof's unit path, so
+    damage to its entry, its neighbours' entries or its unit's stored siblings is refused;
+    once nodes are cached, damage to the file under a cached node is not read again, so
+    it is no longer seen (the proof stays right). Damage found in a batch is sorted out proof
+    by proof: a damaged path refuses only the proofs that read it."""
+
+    def __init__(self, directory, manifest, cache_bytes=CACHE_BYTES):
         self.directory, self.manifest = directory, manifest
+        self.lock = threading.Lock()
         try:
-            self._open(manifest)
+            self._open(manifest, cache_bytes)
         except (KeyError, TypeError, ValueError) as error:
             if isinstance(error, StoreError):
                 raise
             raise StoreError(f"{directory}: inconsistent result directory ({error})") from None
 
-    def _open(self, m):
+    def _open(self, m, cache_bytes):
         self.layout, self.n, self.n_bytes = m["layout"], m["n_currencies"], m["n_bytes"]
         self.code = layout_code(self.layout)
         self.currencies = m["currencies"]
@@ -148,7 +181,18 @@ class StoredTree:
         self.root = self.upper.root
         self.count = n
         self.record = record_bytes(self.n)
-        self.leaf_zero = zero_root(0, self.n, self.layout)
+        shape = self.shape
+        self.paths = _records.StoredPaths(
+            self.usernames, self.balances, self.nodes, self.upper.nodes, self.n, self.n_bytes,
+            shape.depth, shape.mini_depth, k, array("q", shape.prefix), array("q", shape.counts),
+            array("q", shape.units_before),
+            cache_level(shape.units, k, self.n, self.n_bytes, cache_bytes))
+        root = self.root.to_json()
+        self._root = (root["hash"], root["balances"])
+        self._head = (f'{{"layout":{json.dumps(self.layout)},"n_currencies":{self.n},'
+                      f'"entry":{{"username":').encode()
+        self._tail = f'],"root":{json.dumps(root, separators=(",", ":"))}}}\n'.encode()
+        self._warm_at = (k - 1, 0)
 
     def _verify_upper(self, root_json):
         """Rehash the upper tree from its unit roots: it must be what is stored, and lead to
@@ -170,26 +214,115 @@ class StoredTree:
             raise StoreError(f"{self.directory}: upper.bin does not lead to the manifest's root "
                              f"(the store is damaged; summa-proof --check names the file)")
 
+    @property
+    def cache_level(self):
+        """The lowest unit level whose verified nodes are kept (the unit depth: none)."""
+        return self.paths.cache_level
+
+    @property
+    def cache_bytes(self):
+        """The memory the verified node cache may take (it is allocated at the first proof)."""
+        return self.paths.cache_bytes
+
+    def forget(self):
+        """Drop the verified node cache (for tests: the next proofs read every record again)."""
+        with self.lock:
+            self.paths.forget()
+            self._warm_at = (self.shape.unit_depth - 1, 0)
+
+    def warm(self, pairs=WARM_PAIRS):
+        """Fill the verified node cache ahead of the proofs, `pairs` stored node pairs a call,
+        top down (unit level k-1 of every unit, then k-2, ... down to cache_level): each pair is
+        read once into a private copy, hashed and kept only if it equals its parent's verified
+        copy. True while there is more to do. The daemon's proof server calls it when idle;
+        filling the whole cache costs about (its nodes / 2) hashes (~1.4 s at most, of one core,
+        in the kernel with the GIL released)."""
+        with self.lock:
+            level, start = self._warm_at
+            if level < self.paths.cache_level:
+                return False
+            k, units = self.shape.unit_depth, self.shape.units
+            total = units << (k - level - 1)
+            count = min(pairs, total - start)
+            children = self.paths.warm_pairs(level, start, count)
+            parents = bytearray(self.record * count)
+            try:
+                _kernel.hash_level(children, count, self.n, self.code, parents)
+                self.paths.warm_insert(level, start, count, children, parents)
+            except _kernel.KernelError:
+                pass             # a stored word is not a field element: leave these uncached
+            start += count
+            self._warm_at = (level - 1, 0) if start == total else (level, start)
+            return self._warm_at[0] >= self.paths.cache_level
+
     # ---- finding entries --------------------------------------------------------------------
 
     def index_of(self, username):
         """The global leaf index of a username, or None."""
-        try:
-            word = username_to_word(username)
-        except ValueError:
-            return None
-        fingerprint = fingerprints(word, 1, self.key)[0]
-        position = lookup(self.keys, self.positions, fingerprint,
-                          lambda p: 0 <= p < self.count and self.usernames[WORD * p:WORD * (p + 1)] == word)
-        return None if position is None else self.shape.global_index(position)
+        return self.indices_of([username])[0]
 
-    def _entry(self, position):
-        """(username word, wide balance words) of the entry at a position."""
-        width = self.n * self.n_bytes
-        wide = bytearray(WORD * self.n)
-        _records.widen(self.balances[width * position:width * (position + 1)], self.n,
-                       self.n_bytes, wide)
-        return bytes(self.usernames[WORD * position:WORD * (position + 1)]), bytes(wide)
+    def indices_of(self, usernames):
+        """The global leaf index of each username, or None where it is not in the tree.
+
+        A username whose fingerprint the index holds, but only beside entries with another
+        username, is either a fingerprint collision or damage: those entries are verified,
+        and StoreError is raised when one does not verify."""
+        found = self._lookup(usernames)
+        for index in found:
+            if isinstance(index, StoreError):
+                raise index
+        return found
+
+    def _lookup(self, usernames):
+        """indices_of(), with the StoreError of a username in its place instead of raised."""
+        words, found = bytearray(), []
+        for name in usernames:
+            try:
+                words += username_to_word(name)
+                found.append(True)
+            except ValueError:
+                found.append(False)
+        count = len(words) // WORD
+        positions = array("q", bytes(8 * count))
+        if count:
+            prints = fingerprints(words, count, self.key)
+            _records.find_positions(self.keys, self.positions, self.usernames, words, prints,
+                                    positions)
+        out, at = [], 0
+        shape = self.shape
+        single = len(shape.counts) == 1
+        for name, valid in zip(usernames, found):
+            if not valid:
+                out.append(None)
+                continue
+            position = positions[at]
+            at += 1
+            if position == -2:
+                try:
+                    self._suspects(name, prints[at - 1])
+                except StoreError as error:
+                    out.append(error)
+                    continue
+            out.append(None if position < 0 else position if single else shape.global_index(position))
+        return out
+
+    def _suspects(self, name, fingerprint):
+        """The entries the index gives for a username's fingerprint hold another username:
+        a collision when they verify, damage (StoreError) when they do not."""
+        i = _records.lower_bound(self.keys, fingerprint)
+        while i < len(self.keys) and self.keys[i] == fingerprint:
+            position = self.positions[i]
+            if position >= self.count:
+                raise StoreError(f"{self.directory}: index-positions.bin names entry position "
+                                 f"{position} of {self.count} (the store is damaged; "
+                                 f"summa-proof --check names the file)")
+            index = self.shape.global_index(position)
+            _, _, _, errors = self._verified([index])
+            if errors:
+                raise StoreError(f"{self.directory}: the index gives entry {index} for "
+                                 f"{name!r}, whose stored entry does not verify (the store is "
+                                 f"damaged; summa-proof --check names the file)")
+            i += 1
 
     # ---- proofs -------------------------------------------------------------------------------
 
@@ -199,104 +332,156 @@ class StoredTree:
         return self.proofs([key])[0]
 
     def proofs(self, keys):
-        """Many proofs; their paths are rehashed side by side (the kernel's lanes)."""
-        parts = [self._parts(self._resolve(key)) for key in keys]
-        self._verify(parts)
-        return [self._json(*part) for part in parts]
+        """Many proofs (usernames or global indices), verified side by side; KeyError,
+        IndexError or TypeError for a key with no entry, StoreError for a damaged one."""
+        indices = self._indices(keys)
+        for index in indices:
+            if isinstance(index, (KeyError, IndexError, TypeError)):
+                raise index
+        out = self._answers(indices)
+        for answer in out:
+            if isinstance(answer, Exception):
+                raise answer
+        return out
 
-    def _resolve(self, key):
+    def proofs_or_errors(self, keys):
+        """One answer per key, in order: the proof, or the exception it would raise (KeyError,
+        IndexError, TypeError, StoreError): one bad or damaged key does not fail the others."""
+        return self._answers(self._indices(keys))
+
+    def proof_lines(self, keys):
+        """The proofs of `keys` as JSON lines (json.dumps(proof, separators=(",", ":")) and a
+        newline each) in one bytes, and each key's index (None where it has no entry);
+        StoreError when one is damaged. The export's fast path (summa-proof --usernames)."""
+        indices = self._indices(keys)
+        for index in indices:
+            if isinstance(index, (TypeError, StoreError)):
+                raise index
+        indices = [None if isinstance(index, Exception) else index for index in indices]
+        wanted = [index for index in indices if index is not None]
+        kept, siblings, entries, errors = self._verified(sorted(set(wanted)))
+        if errors:
+            raise next(iter(errors.values()))
+        where = {index: i for i, index in enumerate(kept)}
+        record = WORD * (1 + self.n)
+        names = [encode_basestring_ascii(word_to_username(entries[record * i:record * i + WORD]))
+                 .encode() for i in range(len(kept))]
+        text = _records.proof_lines(siblings, entries, array("Q", kept),
+                                    array("q", [where[index] for index in wanted]), names,
+                                    self.shape.depth, self.n, self._head, self._tail)
+        return text, indices
+
+    def _indices(self, keys):
+        """Each key's global index, or the exception it raises (KeyError, IndexError,
+        TypeError; StoreError where the index names an entry that does not verify)."""
+        keys = list(keys)
+        names = [key for key in keys if isinstance(key, str)]
+        found = iter(self._lookup(names)) if names else None
+        out = []
+        for key in keys:
+            try:
+                out.append(self._resolve(key, next(found) if isinstance(key, str) else None))
+            except (KeyError, IndexError, TypeError, StoreError) as error:
+                out.append(error)
+        return out
+
+    def _answers(self, indices):
+        """The proof of each index (an exception stays in its place), BATCH distinct indices
+        walked together at a time, in ascending order."""
+        unique = sorted({i for i in indices if not isinstance(i, Exception)})
+        done = {}
+        for start in range(0, len(unique), BATCH):
+            kept, siblings, entries, errors = self._verified(unique[start:start + BATCH])
+            done.update(errors)
+            for i, index in enumerate(kept):
+                done[index] = (i, siblings, entries)
+        out = []
+        for index in indices:
+            answer = index if isinstance(index, Exception) else done[index]
+            out.append(answer if isinstance(answer, Exception) else self._dict(index, *answer))
+        return out
+
+    def _resolve(self, key, index=None):
         if isinstance(key, str):
-            index = self.index_of(key)
             if index is None:
                 raise KeyError(f"username {key!r} is not in the tree")
+            if isinstance(index, StoreError):
+                raise index
             return index
         if type(key) is not int:
             raise TypeError(f"expected a username or an integer index, got {key!r}")
         self.shape.locate(key)
         return key
 
-    def _parts(self, index):
-        """(index, entry, leaf record, sibling records wide, unit serial, unit slot)."""
-        shape, k = self.shape, self.shape.unit_depth
-        batch, local = shape.locate(index)
-        group = 1 << min(k, STORED_FROM_LEVEL)
-        base = local & ~(group - 1)
-        users, balances, real = bytearray(), bytearray(), 0
-        for i in range(base, min(base + group, shape.counts[batch])):
-            user, wide = self._entry(shape.position(batch, i))
-            users += user
-            balances += wide
-            real += 1
-        leaves = bytearray(self.record * real)
-        _kernel.hash_leaves(bytes(users), bytes(balances), real, self.n, leaves)
-        leaves += self.leaf_zero * (group - real)
-        rec = self.record
-        leaf_records = [bytes(leaves[rec * i:rec * (i + 1)]) for i in range(group)]
-        me = local - base
-        entry = (bytes(users[WORD * me:WORD * (me + 1)]), bytes(balances[WORD * self.n * me:WORD * self.n * (me + 1)]))
-        siblings = []
-        if group >= 2:
-            siblings.append(leaf_records[me ^ 1])
-        if group == 4:
-            other = (me >> 1) ^ 1
-            parent = bytearray(rec)
-            _kernel.hash_level(leaf_records[2 * other] + leaf_records[2 * other + 1], 1, self.n,
-                               self.code, parent)
-            siblings.append(bytes(parent))
-        serial = shape.serial(batch, local)
-        in_unit = local & ((1 << k) - 1)
-        offset = 0
-        for level in range(STORED_FROM_LEVEL, k):
-            i = (in_unit >> level) ^ 1
-            start = (self.slot_records * serial + offset + i) * self.narrow
-            wide = bytearray(rec)
-            _records.widen_records(self.nodes[start:start + self.narrow], 1, self.n, self.n_bytes, wide)
-            siblings.append(bytes(wide))
-            offset += 1 << (k - level)
-        slot = index >> k
-        for level in range(self.upper.depth):
-            siblings.append(self.upper.record(level, (slot >> level) ^ 1))
-        return index, entry, leaf_records[me], siblings, slot
+    def _verified(self, order):
+        """Walk the paths of ascending distinct indices: (indices verified, their siblings,
+        their entries, {index: StoreError} for the others). When a batch does not verify, each
+        proof is walked alone: a damaged path refuses only the proofs that read it."""
+        with self.lock:
+            if not order:
+                return [], b"", b"", {}
+            batch = self._climb(order)
+            if batch is not None and not batch.failures:
+                siblings, entries = batch.emit()
+                batch.remember()
+                return order, siblings, entries, {}
+            kept, siblings, entries, errors = [], bytearray(), bytearray(), {}
+            for index in order:
+                one = self._climb([index]) if len(order) > 1 else batch
+                if one is None or one.failures:
+                    why = "a stored word is not a field element; " if one is None else ""
+                    errors[index] = StoreError(
+                        f"{self.directory}: the stored path of entry {index} does not lead to "
+                        f"the manifest's root ({why}the store is damaged; summa-proof --check "
+                        f"names the file)")
+                    continue
+                more, entry = one.emit()
+                one.remember()
+                kept.append(index)
+                siblings += more
+                entries += entry
+            return kept, siblings, entries, errors
 
-    def _verify(self, parts):
-        """Rehash every path from its leaf to its unit root, all proofs in one kernel call per
-        level; the unit root must be the verified one in the upper tree."""
-        if not parts:
-            return
-        k, rec = self.shape.unit_depth, self.record
-        current = [part[2] for part in parts]
-        for level in range(k):
-            children = bytearray()
-            for (index, _, _, siblings, _), node in zip(parts, current):
-                pair = (siblings[level], node) if (index >> level) & 1 else (node, siblings[level])
-                children += pair[0] + pair[1]
-            parents = bytearray(rec * len(parts))
-            try:
-                _kernel.hash_level(children, len(parts), self.n, self.code, parents)
-            except _kernel.KernelError:
-                raise StoreError(f"{self.directory}: nodes.bin is damaged (not field elements)") from None
-            current = [bytes(parents[rec * i:rec * (i + 1)]) for i in range(len(parts))]
-        for (index, _, _, _, slot), node in zip(parts, current):
-            if node != self.upper.record(0, slot):
-                raise StoreError(f"{self.directory}: the stored path of entry {index} does not "
-                                 f"lead to the manifest's root (the store is damaged; "
-                                 f"summa-proof --check names the file)")
+    def _climb(self, order):
+        """The PathBatch of ascending distinct indices, hashed up to where every path stopped
+        (at a verified node, equal or not); None when the kernel refused a stored word."""
+        batch = _records.PathBatch(self.paths, array("Q", order))
+        users, balances, count = batch.leaf_inputs()
+        rec, n, code, h = self.record, self.n, self.code, self.paths.group_level
+        leaves = bytearray(rec * count)
+        try:
+            _kernel.hash_leaves(users, balances, count, n, leaves)
+            level1 = top = leaves
+            if h >= 1:
+                level1 = top = bytearray(rec * (count >> 1))
+                _kernel.hash_level(leaves, count >> 1, n, code, level1)
+            if h >= 2:
+                top = bytearray(rec * (count >> 2))
+                _kernel.hash_level(level1, count >> 2, n, code, top)
+            batch.start(leaves, level1, top)
+            while True:
+                children, parents = batch.climb()
+                if not parents:
+                    return batch
+                out = bytearray(rec * parents)
+                _kernel.hash_level(children, parents, n, code, out)
+                batch.push(out)
+        except _kernel.KernelError:
+            return None
 
-    def _json(self, index, entry, leaf, siblings, slot):
-        n = self.n
-        path = []
-        for record in siblings:
-            path.append({"hash": _hex(record[:WORD]),
-                         "balances": [_hex(record[WORD * (1 + c):WORD * (2 + c)]) for c in range(n)]})
+    def _dict(self, index, i, siblings, entries):
+        """The proof dict of the i-th verified index of a walk, from its emitted records."""
+        n, depth = self.n, self.shape.depth
+        at = WORD * (1 + n) * i
+        root_hash, root_balances = self._root
         return {
             "layout": self.layout, "n_currencies": n,
-            "entry": {"username": word_to_username(entry[0]),
-                      "balances": [str(int.from_bytes(entry[1][WORD * c:WORD * (c + 1)], "little"))
-                                   for c in range(n)]},
+            "entry": {"username": word_to_username(entries[at:at + WORD]),
+                      "balances": _records.decimals(entries, at + WORD, n)},
             "index": index,
-            "path": path,
-            "path_indices": [(index >> level) & 1 for level in range(len(siblings))],
-            "root": self.root.to_json(),
+            "path": _records.path_nodes(siblings, self.record * depth * i, depth, n),
+            "path_indices": [(index >> level) & 1 for level in range(depth)],
+            "root": {"hash": root_hash, "balances": list(root_balances)},
         }
 
 
@@ -327,4 +512,13 @@ class VerifiedV1:
 
     def proofs(self, keys):
         return [self.proof(key) for key in keys]
+
+    def proofs_or_errors(self, keys):
+        out = []
+        for key in keys:
+            try:
+                out.append(self.proof(key))
+            except (KeyError, IndexError, TypeError, ValueError) as error:
+                out.append(error)
+        return out
 
