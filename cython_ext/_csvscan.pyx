@@ -406,18 +406,3 @@ cdef class Scanner:
     @line.setter
     def line(self, int64_t value):
         self.s.line = value
-
-
-def widen(const uint8_t[::1] narrow, int n_bytes):
-    """Narrow values of n_bytes bytes each -> a bytearray of 32-byte words (zero-extended)."""
-    if not 1 <= n_bytes <= 32 or narrow.shape[0] % n_bytes:
-        raise ValueError("widen: the buffer is not a whole number of values")
-    cdef int64_t count = narrow.shape[0] // n_bytes, i
-    out = bytearray(32 * count)
-    if not count:
-        return out
-    cdef uint8_t[::1] o = out
-    with nogil:
-        for i in range(count):
-            memcpy(&o[32 * i], &narrow[n_bytes * i], n_bytes)
-    return out

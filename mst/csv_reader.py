@@ -17,7 +17,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from ..cython_ext import _csvscan, _kernel
+from ..cython_ext import _csvscan, _kernel, _records
 from ..cython_ext.params import P, WORD
 from .limits import DEFAULT_N_BYTES, check_n_bytes, check_power_of_two
 
@@ -486,6 +486,14 @@ def _entry_lines(path, k, chunk=CHUNK):
     raise ValueError(f"{shown}: no entry {k}")
 
 
+def _widened(balances, n_bytes):
+    """Narrow balances of n_bytes each -> 32-byte words, the kernel's."""
+    count = len(balances) // n_bytes
+    out = bytearray(WORD * count)
+    _records.widen(balances, count, n_bytes, out)
+    return out
+
+
 def _word_list(usernames):
     words = bytes(usernames)
     return [words[i:i + WORD] for i in range(0, len(words), WORD)]
@@ -514,7 +522,7 @@ class _Job:
             if len(seen) != before + count:
                 seen.clear()   # its memory, for the search
                 raise self._duplicate(self.done + [shown])
-            sink(currencies, usernames, _csvscan.widen(balances, n_bytes), count)
+            sink(currencies, usernames, _widened(balances, n_bytes), count)
 
         file_currencies, count = _scan_file(path, n_bytes, self.header, check,
                                             on_header=lambda h: currencies.extend(h[1:]))

@@ -12,9 +12,10 @@ import re
 import subprocess
 import threading
 import uuid
+from contextlib import contextmanager
 
 from summa_aggregation.mst.limits import depth_for
-from summa_aggregation.mst.tree import MerkleSumTree
+from summa_aggregation.mst.tree import AggregationMerkleSumTree, MerkleSumTree
 from summa_aggregation.daemon.broker import Daemon
 from summa_aggregation.daemon.client import DaemonClient
 from summa_aggregation.daemon.config import DaemonConfig
@@ -268,3 +269,31 @@ def run_job(tmp_path, endpoints, csv, batch_size=64, while_running=None, **confi
     finally:
         daemon.stop()
         serving.join()
+
+
+@contextmanager
+def daemon_in_process(data_dir, **config):
+    """A daemon in this process (its workers are real local processes), and a client of it."""
+    daemon = Daemon(DaemonConfig(control=f"inproc://in-process-{uuid.uuid4().hex}",
+                                 cancel="tcp://127.0.0.1:*", data_dir=str(data_dir), insecure=True,
+                                 log_level="WARNING", **config))
+    serving = threading.Thread(target=daemon.serve, name="in-process-daemon")
+    serving.start()
+    try:
+        with DaemonClient(daemon.control_endpoint, timeout=30) as client:
+            yield daemon, client
+    finally:
+        daemon.stop()
+        serving.join()
+
+
+def reference_tree(files, layout, batch_size):
+    """The spec's tree of entry lists, built in memory: one mini-tree per list, or batches."""
+    if batch_size:
+        flat = [entry for entries in files for entry in entries]
+        batches = [flat[i:i + batch_size] for i in range(0, len(flat), batch_size)]
+        depth = depth_for(batch_size)
+    else:
+        batches, depth = files, depth_for(max(len(f) for f in files))
+    return AggregationMerkleSumTree([MerkleSumTree.from_entries(b, layout=layout, depth=depth)
+                                     for b in batches], layout)

@@ -11,11 +11,11 @@ import random
 
 import pytest
 
-from summa_aggregation.cython_ext import _csvscan
+from summa_aggregation.cython_ext import _records
 from summa_aggregation.cython_ext.params import P
 from summa_aggregation.mst import csv_reader
 from summa_aggregation.mst.csv_reader import (
-    SEGMENT, CsvError, _entry_lines, _scan_python, line_of_entry, read_csvs, scan_file,
+    SEGMENT, CsvError, _entry_lines, _scan_python, _widened, line_of_entry, read_csvs, scan_file,
     username_to_word)
 
 COLUMNS = ["balance_ETH_ETH", "balance_USDT_ETH", "balance_BTC_BTC", "balance_A.1_x-y"]
@@ -393,7 +393,7 @@ def test_duplicate_in_quoted_records(tmp_path):
 
 
 def test_widen():
-    assert _csvscan.widen(b"\x01\x02\x03\x04", 2) == b"\x01\x02" + bytes(30) + b"\x03\x04" + bytes(30)
-    assert _csvscan.widen(b"", 5) == b""
+    assert _widened(b"\x01\x02\x03\x04", 2) == b"\x01\x02" + bytes(30) + b"\x03\x04" + bytes(30)
+    assert _widened(b"", 5) == b""
     with pytest.raises(ValueError):
-        _csvscan.widen(b"\x01\x02\x03", 2)
+        _records.widen(b"\x01\x02\x03", 2, 2, bytearray(64))

@@ -321,7 +321,8 @@ def test_cancel_of_a_queued_job(tmp_path, fixtures_dir, vectors):
 
 @pytest.mark.timeout(60)
 def test_ctrl_c_stops_following_and_the_job_goes_on(tmp_path):
-    entries = write_csv(tmp_path / "big.csv", 1 << 14, n_currencies=4, seed=11)
+    # several seconds of portable-kernel work, so the SIGINT lands while the job still runs
+    entries = write_csv(tmp_path / "big.csv", 1 << 15, n_currencies=4, seed=11)
     daemon = DaemonProcess(tmp_path, env=SLOW_KERNEL)
     process, job = build_in_background(daemon, tmp_path / "big.csv", "--executors", "1")
     daemon.wait_state(job, ("running",))

@@ -12,26 +12,18 @@ import json
 import os
 import random
 import shutil
-import threading
-import time
-from contextlib import contextmanager
 
 import msgpack
 import pytest
 import zmq
 
 from summa_aggregation import wire
-from summa_aggregation.daemon.broker import Daemon
-from summa_aggregation.daemon.client import DaemonClient
-from summa_aggregation.daemon.config import DaemonConfig
 from summa_aggregation.mst import store
-from summa_aggregation.mst.limits import depth_for
 from summa_aggregation.mst.shape import TreeShape
 from summa_aggregation.mst.store_writer import narrow_record_bytes, stored_records
-from summa_aggregation.mst.tree import AggregationMerkleSumTree, MerkleSumTree
 from summa_aggregation.wire import Code, SubmitRequest
 
-from daemon_helpers import FINISHED, write_csv
+from daemon_helpers import FINISHED, daemon_in_process, reference_tree, write_csv
 from worker_helpers import wait_until
 
 # name: (unit size, layout, currencies, file sizes, batch size)
@@ -42,32 +34,6 @@ STORES = {
     "k1": (2, "sum-first", 1, (21,), None),
     "k0": (1, "interleaved", 1, (5, 3), None),
 }
-
-
-@contextmanager
-def daemon_in_process(data_dir, **config):
-    daemon = Daemon(DaemonConfig(control=f"inproc://proof-batch-{id(data_dir)}-{time.monotonic_ns()}",
-                                 cancel="tcp://127.0.0.1:*", data_dir=str(data_dir), insecure=True,
-                                 log_level="WARNING", **config))
-    serving = threading.Thread(target=daemon.serve, name="proof-batch-daemon")
-    serving.start()
-    try:
-        with DaemonClient(daemon.control_endpoint, timeout=30) as client:
-            yield daemon, client
-    finally:
-        daemon.stop()
-        serving.join()
-
-
-def reference(files, layout, batch_size):
-    if batch_size:
-        flat = [entry for entries in files for entry in entries]
-        batches = [flat[i:i + batch_size] for i in range(0, len(flat), batch_size)]
-        depth = depth_for(batch_size)
-    else:
-        batches, depth = files, depth_for(max(len(f) for f in files))
-    return AggregationMerkleSumTree([MerkleSumTree.from_entries(b, layout=layout, depth=depth)
-                                     for b in batches], layout)
 
 
 class Made:
@@ -97,7 +63,7 @@ def made(tmp_path_factory):
             assert client.status(job)["state"] == "done", client.status(job)
             target = work / key
             shutil.copytree(os.path.join(daemon.results_dir, job), target)
-        made = Made(target, files, reference(files, layout, batch))
+        made = Made(target, files, reference_tree(files, layout, batch))
         assert made.manifest["unit_depth"] == unit.bit_length() - 1
         out[key] = made
     return out

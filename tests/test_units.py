@@ -3,21 +3,15 @@ tree and every proof are the spec's; duplicates are named exactly across files a
 the daemon's heap does not grow with the job."""
 import os
 import sys
-import threading
 import tracemalloc
-from contextlib import contextmanager
 
 import pytest
 
-from summa_aggregation.daemon.broker import Daemon
-from summa_aggregation.daemon.client import DaemonClient
-from summa_aggregation.daemon.config import DaemonConfig
 from summa_aggregation.mst import store
 from summa_aggregation.mst.limits import depth_for
-from summa_aggregation.mst.tree import AggregationMerkleSumTree, MerkleSumTree
 from summa_aggregation.wire import SubmitRequest
 
-from daemon_helpers import FINISHED, write_csv
+from daemon_helpers import FINISHED, daemon_in_process, reference_tree, write_csv
 from worker_helpers import wait_until
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
@@ -26,39 +20,11 @@ from gen_csv import generate  # noqa: E402
 RAGGED = (300, 17, 1000, 5, 64)
 
 
-@contextmanager
-def daemon_in_process(tmp_path, **config):
-    """A daemon in this process (its workers are real local processes), with a client."""
-    daemon = Daemon(DaemonConfig(control=f"inproc://units-{id(tmp_path)}", cancel="tcp://127.0.0.1:*",
-                                 data_dir=str(tmp_path / "data"), insecure=True,
-                                 log_level="WARNING", **config))
-    serving = threading.Thread(target=daemon.serve, name="units-daemon")
-    serving.start()
-    try:
-        with DaemonClient(daemon.control_endpoint, timeout=30) as client:
-            yield daemon, client
-    finally:
-        daemon.stop()
-        serving.join()
-
-
 def run(client, csvs, layout="interleaved", batch_size=None, executors=2):
     job = client.submit(SubmitRequest([str(p) for p in csvs], executors, "mock", layout, 14,
                                       batch_size))
     wait_until(lambda: client.status(job)["state"] in FINISHED, seconds=120, interval=0.02)
     return job, client.status(job)
-
-
-def reference(files, layout, batch_size):
-    """The spec's tree, built in memory: one mini-tree per file, or fixed-size batches."""
-    if batch_size:
-        flat = [entry for entries in files for entry in entries]
-        batches = [flat[i:i + batch_size] for i in range(0, len(flat), batch_size)]
-        depth = depth_for(batch_size)
-    else:
-        batches, depth = files, depth_for(max(len(f) for f in files))
-    minis = [MerkleSumTree.from_entries(b, layout=layout, depth=depth) for b in batches]
-    return AggregationMerkleSumTree(minis, layout)
 
 
 CASES = [(layout, unit, n, batch) for layout in ("interleaved", "sum-first")
@@ -72,7 +38,7 @@ def test_ragged_csvs_give_the_reference_root_whatever_the_unit(tmp_path, unit_si
     with 4096 (more than any file) no file proves the unit depth, so each file is one unit."""
     cases = [c for c in CASES if c[1] == unit_size] if unit_size else \
         [("interleaved", 0, 1, None), ("sum-first", 0, 2, 128)]
-    with daemon_in_process(tmp_path, unit_size=unit_size) as (daemon, client):
+    with daemon_in_process(tmp_path / "data", unit_size=unit_size) as (daemon, client):
         for layout, _, n, batch in cases:
             files, paths = [], []
             for i, count in enumerate(RAGGED):
@@ -80,7 +46,7 @@ def test_ragged_csvs_give_the_reference_root_whatever_the_unit(tmp_path, unit_si
                 files.append(write_csv(paths[-1], count, n_currencies=n, seed=i, prefix=f"u{i}-"))
             job, record = run(client, paths, layout, batch)
             assert record["state"] == "done", record
-            expected = reference(files, layout, batch)
+            expected = reference_tree(files, layout, batch)
             assert record["root"] == expected.root.to_json(), (layout, n, batch)
             result = os.path.join(daemon.results_dir, job)
             store.check(result)
@@ -106,7 +72,7 @@ def test_duplicates_are_named_exactly_across_files_and_units(tmp_path):
     inner = write_rows(tmp_path / "inner.csv", [f"x{i},1" for i in range(30)] + ["x2,9"])
     later_bad = write_rows(tmp_path / "later_bad.csv", ["y1,1", "y2,2", "y1,3", "y3,-4"])
     bad_first = write_rows(tmp_path / "bad_first.csv", ["z1,1", "z2,oops", "z1,3"])
-    with daemon_in_process(tmp_path, unit_size=4) as (_, client):
+    with daemon_in_process(tmp_path / "data", unit_size=4) as (_, client):
         _, record = run(client, [a, b])
         assert record["error"] == f"{b}:5: duplicate username 'user33' (first seen at {a}:35)"
         _, record = run(client, [inner], batch_size=8)     # across units and batches
@@ -133,7 +99,7 @@ def test_the_daemon_heap_does_not_grow_with_the_job(tmp_path):
     generate(small, 1 << 16, seed=1)
     generate(big, 1 << 19, seed=2)
     peaks = {}
-    with daemon_in_process(tmp_path, unit_size=1 << 12) as (_, client):
+    with daemon_in_process(tmp_path / "data", unit_size=1 << 12) as (_, client):
         tracemalloc.start()
         try:
             for name, path in (("small", small), ("big", big)):
