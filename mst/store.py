@@ -22,7 +22,6 @@ Version-1 directories (store_v1.py) still load; their proofs are verified the sa
 """
 import hashlib
 import json
-import mmap
 import os
 import threading
 from array import array
@@ -97,15 +96,8 @@ def check(directory):
 
 
 def _map(directory, name, expected):
-    path = os.path.join(directory, name)
-    try:
-        with open(path, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            if size != expected:
-                raise StoreError(f"{path}: {size} bytes, the manifest says {expected}")
-            return memoryview(mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)) if size else memoryview(b"")
-    except OSError as error:
-        raise StoreError(f"{path}: cannot read: {error.strerror}") from None
+    """A file mapped read-only, as a memoryview (store_v1 checks its size the same way)."""
+    return memoryview(store_v1._map(directory, name, expected))
 
 
 CACHE_BYTES = 32 << 20      # the verified node cache of one open result, at most (see cache_level)
