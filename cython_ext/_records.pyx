@@ -210,17 +210,25 @@ def equal_runs(const uint64_t[::1] keys):
     return found
 
 
+cdef inline int64_t _lower_bound(const uint64_t *keys, int64_t n, uint64_t key) noexcept nogil:
+    cdef int64_t low = 0, high = n, middle
+    while low < high:
+        middle = (low + high) >> 1
+        if keys[middle] < key:
+            low = middle + 1
+        else:
+            high = middle
+    return low
+
+
 def lower_bound(const uint64_t[::1] keys, uint64_t key):
     """The first index whose key is >= key, in a sorted array."""
-    cdef int64_t low = 0, high = keys.shape[0], middle
+    cdef int64_t n = keys.shape[0], found
+    if n == 0:
+        return 0
     with nogil:
-        while low < high:
-            middle = (low + high) >> 1
-            if keys[middle] < key:
-                low = middle + 1
-            else:
-                high = middle
-    return low
+        found = _lower_bound(&keys[0], n, key)
+    return found
 
 
 # ---- proofs: the paths of a batch through a stored tree (store.py) ------------------------
@@ -779,7 +787,7 @@ def proof_lines(const uint8_t[::1] siblings, const uint8_t[::1] entries, indices
                 out[at] = 44
                 at += 1
             out[at] = 34
-            at += 1 + 0
+            at += 1
             at += _decimal(&entries[entry * p + 32 * (1 + c)], out + at)
             out[at] = 34
             at += 1
@@ -840,20 +848,14 @@ def find_positions(const uint64_t[::1] keys, const uint64_t[::1] positions,
     beside them) and confirmed against the stored username words: -1 when its fingerprint is
     not there, -2 when it names only entries (or positions) with another username."""
     cdef int64_t n = keys.shape[0], count = fingerprints.shape[0], entries = usernames.shape[0] // 32
-    cdef int64_t i, low, high, middle
+    cdef int64_t i, low
     cdef uint64_t p, key
     _need(positions.shape[0] == n and words.shape[0] >= 32 * count and out.shape[0] >= count,
           "find_positions: buffer sizes do not match")
     with nogil:
         for i in range(count):
             key = fingerprints[i]
-            low, high = 0, n
-            while low < high:
-                middle = (low + high) >> 1
-                if keys[middle] < key:
-                    low = middle + 1
-                else:
-                    high = middle
+            low = _lower_bound(&keys[0], n, key) if n else 0
             out[i] = -1
             while low < n and keys[low] == key:
                 p = positions[low]
