@@ -19,7 +19,9 @@ first column gives the usernames). Printed:
                        (--requests in all, after 5 each to warm up), --settle s after the
                        daemon's first proof (it fills its verified node cache when idle);
                        p50/p99 latency and proofs/s of the parallel phase, and the latency of STATUS
-                       requests sent every 20 ms by one more client while they run
+                       requests sent every 20 ms by one more client while they run; CPU µs
+                       per request of the clients (all their threads, the timed phase) and of
+                       the daemon process (the warm-up requests included)
 """
 import argparse
 import json
@@ -164,11 +166,13 @@ def daemon(result, csv, clients, requests, seconds, build, settle):
         time.sleep(settle)               # ... and fills its verified node cache meanwhile
         probe = StatusProbe(server.endpoint, job)
         probe.start()
-        p50, p99, rate = daemon_proofs(server, job, csv, requests, clients, 1, 600, seconds)
+        cpu = {}
+        p50, p99, rate = daemon_proofs(server, job, csv, requests, clients, 1, 600, seconds, cpu)
         probe.stopped.set()
         probe.join()
         status = sorted(probe.latencies)
-        return p50, p99, rate, percentile(status, 0.5) * 1e3, status[-1] * 1e3 if status else None
+        return (p50, p99, rate, percentile(status, 0.5) * 1e3, status[-1] * 1e3 if status else None,
+                cpu)
     finally:
         server.stop()
         shutil.rmtree(directory, ignore_errors=True)
@@ -216,11 +220,12 @@ def main(argv=None):
             print(f"export, {len(names)} usernames in input order: {rate:,.0f} proofs/s "
                   f"({seconds:.2f} s, {peak:.0f} MiB)", flush=True)
     if args.daemon:
-        p50, p99, rate, status50, status_max = daemon(args.directory, args.csv, args.clients,
-                                                       args.requests, args.seconds, args.build, args.settle)
+        p50, p99, rate, status50, status_max, cpu = daemon(
+            args.directory, args.csv, args.clients, args.requests, args.seconds, args.build, args.settle)
         print(f"daemon PROOF, {args.clients} clients: p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
               f"{rate:,.0f} proofs/s; STATUS meanwhile: p50 {status50:.2f} ms, max "
-              f"{status_max:.2f} ms", flush=True)
+              f"{status_max:.2f} ms; CPU per request: clients {cpu.get('client', 0):.0f} µs, "
+              f"daemon {cpu.get('daemon', 0):.0f} µs", flush=True)
     return 0
 
 

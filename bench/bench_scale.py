@@ -304,6 +304,7 @@ def _proof_client(endpoint, job, csv, seed, requests, seconds, barrier, results)
                 client.proof(job, name)
             barrier.wait(600)
             latencies = []
+            cpu = _cpu_seconds()
             began = time.monotonic()              # CLOCK_MONOTONIC: one clock for every process
             for name in names[WARMUP_REQUESTS:]:
                 sent = time.perf_counter()
@@ -313,18 +314,31 @@ def _proof_client(endpoint, job, csv, seed, requests, seconds, barrier, results)
                     raise RuntimeError(f"the proof of {name!r} is of {proof['entry']['username']!r}")
                 if time.monotonic() - began > seconds:
                     break
-            results.put(("ok", began, time.monotonic(), latencies))
+            results.put(("ok", began, time.monotonic(), latencies, _cpu_seconds() - cpu))
     except BaseException as error:  # noqa: B902 - reported to the parent, which goes on
         barrier.abort()
         results.put(("error", f"{type(error).__name__}: {error}"))
+
+
+def _cpu_seconds(pid=None):
+    """User + system CPU seconds of a process, all its threads (libzmq's I/O thread too)."""
+    if pid is None:
+        times = os.times()
+        return times.user + times.system
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(sorted_values, q):
     return sorted_values[max(0, min(len(sorted_values) - 1, int(round(q * len(sorted_values))) - 1))]
 
 
-def daemon_proofs(daemon, job, csv, proofs, clients, seed, load_timeout, seconds):
-    """(p50 ms, p99 ms, proofs/s) of PROOF requests from `clients` processes at once."""
+def daemon_proofs(daemon, job, csv, proofs, clients, seed, load_timeout, seconds, cpu=None):
+    """(p50 ms, p99 ms, proofs/s) of PROOF requests from `clients` processes at once; with
+    cpu={}, cpu["client"] and cpu["daemon"] become the CPU µs per request of the clients (their
+    timed phase) and of the daemon process (from the first client's start to the last one's end,
+    so it includes the clients' warm-up requests)."""
     with DaemonClient(daemon.endpoint, timeout=load_timeout) as client:     # the daemon loads the store
         client.proof(job, random_usernames(csv, 1, random.Random(seed))[0])
     context = multiprocessing.get_context("spawn")   # no fork of a process holding a ZeroMQ context
@@ -334,6 +348,7 @@ def daemon_proofs(daemon, job, csv, proofs, clients, seed, load_timeout, seconds
                                  args=(daemon.endpoint, job, csv, seed * 1000 + i, each, seconds,
                                        barrier, results))
                  for i in range(clients)]
+    daemon_cpu = _cpu_seconds(daemon.process.pid)
     for process in processes:
         process.start()
     answers, deadline = [], time.monotonic() + 900 + seconds
@@ -351,10 +366,14 @@ def daemon_proofs(daemon, job, csv, proofs, clients, seed, load_timeout, seconds
             if process.is_alive():
                 process.kill()
                 process.join()
+    daemon_cpu = _cpu_seconds(daemon.process.pid) - daemon_cpu
     errors = [a[1] for a in answers if a[0] == "error"]
     if errors:
         raise RuntimeError(errors[0])
     latencies = sorted(value for a in answers for value in a[3])
+    if cpu is not None and latencies:
+        cpu["client"] = sum(a[4] for a in answers) / len(latencies) * 1e6
+        cpu["daemon"] = daemon_cpu / (len(latencies) + WARMUP_REQUESTS * clients) * 1e6
     if len(latencies) < each * clients:
         print(f"    daemon: stopped after {seconds:.0f} s, {len(latencies)} of {each * clients} requests",
               flush=True)

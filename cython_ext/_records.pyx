@@ -469,7 +469,7 @@ cdef class PathBatch:
     cdef readonly int level
     cdef object indices, group_ids, group_of, users, bals, leaves, level1
     cdef object ids, records
-    cdef list level_ids, level_parent, level_children
+    cdef list level_ids, level_parent, level_children, expected
 
     def __init__(self, StoredPaths t, indices):
         self.t = t
@@ -491,6 +491,7 @@ cdef class PathBatch:
         self.failures = 0
         self.level = h
         self.level_ids, self.level_parent, self.level_children = [], [], []
+        self.expected = None
 
     def leaf_inputs(self):
         """(username words, wide balance words, leaf count) of every leaf of every group;
@@ -526,74 +527,109 @@ cdef class PathBatch:
         self.ids, self.records = memoryview(self.group_ids).cast("Q")[:self.groups], top
 
     def climb(self):
-        """Check the current level against the verified copies, then pair what still climbs:
-        (children records, parent count), (None, 0) when every path has stopped (or failed)."""
+        """Pair every level of every path at once, from level h up to where each path stops
+        (its unit root, or a node the cache holds): (children records, parent count), with
+        (None, 0) once done. A pair's children are the path's node (computed at level h, the
+        stored record above) and its sibling (cached or stored); push(hashes) then checks each
+        parent against what it must be: the stored record of the path's node one level up
+        (the child of the next pair), or the verified copy where the path stops. Every
+        parent equal means, level by level from the computed node at h, that the path hashes
+        up to a verified node: the verdict of a climb one level at a time, with one kernel
+        call for all the levels, not one call per level (a path of one proof would leave most
+        of the kernel's lanes idle at every level)."""
         cdef StoredPaths t = self.t
         cdef int L = self.level, k = t.unit_depth, rec = t.rec, n = t.n_cur, nb = t.n_bytes
-        cdef const uint64_t[::1] ids = self.ids
-        cdef const uint8_t[::1] records = self.records
-        cdef int64_t a = ids.shape[0], i, p = 0
-        parent_buf = bytearray(8 * a)
-        cdef int64_t[::1] parent = memoryview(parent_buf).cast("q")
-        cdef bint active
-        cdef int64_t failures = 0
-        cdef uint64_t x
-        # check: a unit root against the upper tree, a cached node against its copy
-        for i in range(a):
-            parent[i] = 0
-            if L == k:
-                if memcmp(&records[i * rec], t._upper(0, ids[i]), rec):
-                    failures += 1
-                parent[i] = -1
-            elif t._known(L, ids[i]):
-                if not _same_narrow(&records[i * rec], t.cache + t._cached(L, ids[i]) * t.narrow, n, nb):
-                    failures += 1
-                parent[i] = -1
-        self.failures += failures
-        if failures or L == k:
-            return None, 0
-        # pair: each parent of an active node, its children computed or read
-        children_buf = bytearray(2 * rec * a)
-        parent_ids = bytearray(8 * a)
-        cdef uint8_t[::1] children = children_buf
-        cdef uint64_t[::1] pid = memoryview(parent_ids).cast("Q")
-        cdef const uint8_t *other
+        cdef const uint64_t[::1] ids
+        cdef const uint8_t[::1] records
+        cdef int64_t a, i, p, failures = 0, total = 0
+        cdef int64_t[::1] parent
+        cdef uint8_t[::1] children, expect
+        cdef uint64_t[::1] pid
+        cdef uint64_t x, q
         cdef int side
-        with nogil:
-            i = 0
-            while i < a:
-                if parent[i] < 0:
-                    i += 1
-                    continue
-                x = ids[i]
-                pid[p] = x >> 1
-                side = <int>(x & 1)
-                memcpy(&children[(2 * p + side) * rec], &records[i * rec], rec)
-                parent[i] = p
-                if side == 0 and i + 1 < a and ids[i + 1] == x + 1 and parent[i + 1] >= 0:
-                    memcpy(&children[(2 * p + 1) * rec], &records[(i + 1) * rec], rec)
-                    parent[i + 1] = p
-                    i += 2
-                else:
-                    if t._known(L, x ^ 1):
-                        _widen_one(t.cache + t._cached(L, x ^ 1) * t.narrow,
-                                   &children[(2 * p + 1 - side) * rec], n, nb)
-                    else:
-                        _widen_one(t._stored(L, x ^ 1), &children[(2 * p + 1 - side) * rec], n, nb)
-                    i += 1
-                p += 1
-        self.level_ids.append(self.ids)
-        self.level_parent.append(parent_buf)
-        if p == 0:
+        if self.expected is not None:
             return None, 0
-        self.level_children.append(children_buf)
-        self.ids = memoryview(parent_ids).cast("Q")[:p]
-        return children_buf, p
+        self.expected = []
+        ids, records = self.ids, self.records
+        while True:
+            a = ids.shape[0]
+            parent_buf = bytearray(8 * a)
+            parent = memoryview(parent_buf).cast("q")
+            for i in range(a):
+                parent[i] = 0
+                if L == self.level:          # the computed nodes: checked here if they stop
+                    if L == k:
+                        failures += memcmp(&records[i * rec], t._upper(0, ids[i]), rec) != 0
+                        parent[i] = -1
+                    elif t._known(L, ids[i]):
+                        failures += not _same_narrow(&records[i * rec],
+                                                     t.cache + t._cached(L, ids[i]) * t.narrow, n, nb)
+                        parent[i] = -1
+                elif L == k or t._known(L, ids[i]):
+                    parent[i] = -1           # stops: its pair one level down is checked against it
+            self.level_ids.append(ids)
+            self.level_parent.append(parent_buf)
+            if L == k:
+                break
+            children_buf = bytearray(2 * rec * a)
+            expected_buf = bytearray(rec * a)
+            parent_ids = bytearray(8 * a)
+            children, expect = children_buf, expected_buf
+            pid = memoryview(parent_ids).cast("Q")
+            p = 0
+            with nogil:
+                i = 0
+                while i < a:
+                    if parent[i] < 0:
+                        i += 1
+                        continue
+                    x = ids[i]
+                    pid[p] = x >> 1
+                    side = <int>(x & 1)
+                    memcpy(&children[(2 * p + side) * rec], &records[i * rec], rec)
+                    parent[i] = p
+                    if side == 0 and i + 1 < a and ids[i + 1] == x + 1 and parent[i + 1] >= 0:
+                        memcpy(&children[(2 * p + 1) * rec], &records[(i + 1) * rec], rec)
+                        parent[i + 1] = p
+                        i += 2
+                    else:
+                        if t._known(L, x ^ 1):
+                            _widen_one(t.cache + t._cached(L, x ^ 1) * t.narrow,
+                                       &children[(2 * p + 1 - side) * rec], n, nb)
+                        else:
+                            _widen_one(t._stored(L, x ^ 1), &children[(2 * p + 1 - side) * rec], n, nb)
+                        i += 1
+                    q = x >> 1               # what the parent must hash to
+                    if L + 1 == k:
+                        memcpy(&expect[p * rec], t._upper(0, q), rec)
+                    elif t._known(L + 1, q):
+                        _widen_one(t.cache + t._cached(L + 1, q) * t.narrow, &expect[p * rec], n, nb)
+                    else:
+                        _widen_one(t._stored(L + 1, q), &expect[p * rec], n, nb)
+                    p += 1
+            if p == 0:
+                break
+            self.level_children.append(children_buf[:2 * rec * p])
+            self.expected.append(expected_buf[:rec * p])
+            total += p
+            ids = memoryview(parent_ids).cast("Q")[:p]
+            records = expected_buf
+            L += 1
+        self.ids = ids
+        self.failures += failures
+        if failures or total == 0:
+            return None, 0
+        return b"".join(self.level_children), total
 
     def push(self, records):
-        """The hashes of the parents the last climb() paired (the next level's nodes)."""
-        self.records = records
-        self.level += 1
+        """The hashes of every pair climb() gave: each must equal what its parent must be."""
+        cdef const uint8_t[::1] got = records
+        cdef const uint8_t[::1] want = b"".join(self.expected)
+        cdef int64_t i, rec = self.t.rec, count = want.shape[0] // rec, failures = 0
+        _need(got.shape[0] >= want.shape[0], "push: fewer hashes than pairs")
+        for i in range(count):
+            failures += memcmp(&got[i * rec], &want[i * rec], rec) != 0
+        self.failures += failures
 
     def emit(self):
         """(siblings, entries): per proof, in index order, its depth sibling records (wide,

@@ -78,7 +78,8 @@ class Daemon:
         self.proof_answers.rcvhwm = 0
         self.proof_answers.bind(self._answers_address)
         self.proof_server = ProofServer(self.context, self.results_dir, self._proofs_address,
-                                        self._answers_address, self.on_proof)
+                                        self._answers_address, self.on_proof,
+                                        cache_bytes=config.proof_cache_mb << 20)
         self.jobs = collections.OrderedDict()
         self.queue = collections.deque()
         self.runners = {}

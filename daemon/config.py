@@ -38,6 +38,7 @@ class DaemonConfig:
     verify_leaves: int = 8                  # leaves of each returned mini-tree checked (0: none)
     verify_full: bool = False               # rebuild every mini-tree here and compare it all
     unit_size: int = 0                      # entries per work unit, a power of two (0: the README's rule)
+    proof_cache_mb: int = 128               # verified node cache of each result proofs are served from
     max_memory_mb: int = 0                  # heap budget; over it, control clients are dropped (0: 3/4 of RAM)
     keys_dir: str = ""                      # CURVE key directory (summa-keys)
     insecure: bool = False                  # plaintext sockets; only when asked for, with a warning
@@ -63,7 +64,7 @@ class DaemonConfig:
         if self.default_executors > MAX_EXECUTORS:
             raise ConfigError(f"{where}: default_executors must be at most {MAX_EXECUTORS}")
         for name, low in (("max_parallel_jobs", 1), ("heartbeat_liveness", 1), ("max_retries", 0),
-                          ("verify_leaves", 0), ("max_memory_mb", 0),
+                          ("verify_leaves", 0), ("max_memory_mb", 0), ("proof_cache_mb", 0),
                           ("default_executors", 1), ("worker_threads", 1)):
             if getattr(self, name) < low:
                 raise ConfigError(f"{where}: {name} must be at least {low}")

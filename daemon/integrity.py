@@ -38,33 +38,45 @@ def check_minitree(nodes, batch, depth, layout, sample=8, full=False, rng=random
     indices = rng.sample(range(batch.count), min(sample, batch.count))
     if sample and batch.count < 1 << depth:
         indices.append(rng.randrange(batch.count, 1 << depth))   # a padding leaf, too
-    for index in indices:
-        _check_leaf(levels, batch, index, layout)
-        _check_path(levels, index, layout)
+    if indices:
+        _check_leaves(levels, batch, indices, layout)
+        _check_paths(levels, indices, layout)
 
 
-def _check_leaf(levels, batch, index, layout):
+def _check_leaves(levels, batch, indices, layout):
+    """Each sampled leaf against its entry of the batch (one kernel call for them all)."""
     n, record = levels.n_currencies, levels.record_size
-    if index < batch.count:
-        expected = bytearray(record)
-        _kernel.hash_leaves(bytes(batch.usernames[index * WORD:(index + 1) * WORD]),
-                            bytes(batch.balances[index * n * WORD:(index + 1) * n * WORD]), 1, n, expected)
-    else:
-        expected = zero_root(0, n, layout)
-    if levels.record(0, index) != bytes(expected):
-        raise IntegrityError(f"leaf {index} does not match entry {index} of the batch")
+    real = [index for index in indices if index < batch.count]
+    expected = bytearray(record * len(real))
+    if real:
+        users = b"".join(bytes(batch.usernames[i * WORD:(i + 1) * WORD]) for i in real)
+        balances = b"".join(bytes(batch.balances[i * n * WORD:(i + 1) * n * WORD]) for i in real)
+        _kernel.hash_leaves(users, balances, len(real), n, expected)
+    zero, at = zero_root(0, n, layout), 0
+    for index in indices:
+        if index < batch.count:
+            want, at = bytes(expected[at:at + record]), at + record
+        else:
+            want = zero
+        if levels.record(0, index) != want:
+            raise IntegrityError(f"leaf {index} does not match entry {index} of the batch")
 
 
-def _check_path(levels, index, layout):
-    code, record = layout_code(layout), levels.record_size
+def _check_paths(levels, indices, layout):
+    """Each sampled leaf's path, level by level up to the root: every parent must be the hash
+    of its two returned children (one kernel call per level for all the paths: a call of one
+    parent would leave most of the kernel's lanes empty)."""
+    code, record, n = layout_code(layout), levels.record_size, levels.n_currencies
+    nodes = list(indices)
     for level in range(levels.depth):
-        left = index & ~1
-        children = levels.record(level, left) + levels.record(level, left + 1)
-        parent = bytearray(record)
+        children = b"".join(levels.record(level, i & ~1) + levels.record(level, i | 1) for i in nodes)
+        parents = bytearray(record * len(nodes))
         try:
-            _kernel.hash_level(children, 1, levels.n_currencies, code, parent)
+            _kernel.hash_level(children, len(nodes), n, code, parents)
         except _kernel.KernelError as error:
-            raise IntegrityError(f"nodes {left} and {left + 1} of level {level}: {error}") from None
-        index >>= 1
-        if levels.record(level + 1, index) != bytes(parent):
-            raise IntegrityError(f"node {index} of level {level + 1} is not the hash of its children")
+            raise IntegrityError(f"nodes on level {level} of the sampled paths "
+                                 f"({', '.join(str(i & ~1) for i in nodes)}): {error}") from None
+        for j, i in enumerate(nodes):
+            if levels.record(level + 1, i >> 1) != bytes(parents[j * record:(j + 1) * record]):
+                raise IntegrityError(f"node {i >> 1} of level {level + 1} is not the hash of its children")
+        nodes = [i >> 1 for i in nodes]

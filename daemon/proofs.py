@@ -14,10 +14,10 @@ username, NOT_READY when the result cannot be opened, INTERNAL with the StoreErr
 when the store is damaged: never a wrong proof).
 
 The loaded results (a small LRU of CACHED_RESULTS, each with its verified node cache of at
-most mst.store.CACHE_BYTES) belong to this thread alone. When no request waits, the thread
-fills the cache of the result it used last, a fraction of a millisecond at a time
-(StoredTree.warm: about 1.4 s of one core per result, kernel time with the GIL released), so
-that proofs soon stop their climb at unit level cache_level instead of the unit root.
+most cache_bytes: the daemon's proof_cache_mb) belong to this thread alone. When no request
+waits, the thread fills the cache of the result it used last, a fraction of a millisecond at a
+time (StoredTree.warm: about 7 s of one core for 128 MiB, kernel time with the GIL released),
+so that proofs soon stop their climb at unit level cache_level instead of the unit root.
 """
 import collections
 import logging
@@ -59,9 +59,11 @@ class ProofServer(threading.Thread):
     """check(body) -> (job id, username), or ProtocolError: the daemon's checks of a PROOF body
     (it reads the daemon's job table, which only the control loop changes)."""
 
-    def __init__(self, context, results_dir, requests_address, replies_address, check):
+    def __init__(self, context, results_dir, requests_address, replies_address, check,
+                 cache_bytes=store.CACHE_BYTES):
         super().__init__(name="proof-server", daemon=True)
         self.context, self.results_dir, self.check = context, results_dir, check
+        self.cache_bytes = cache_bytes
         self.requests_address, self.replies_address = requests_address, replies_address
         self.results = collections.OrderedDict()   # job id -> loaded tree
         self.cold = collections.OrderedDict()      # loaded results whose cache is not full yet
@@ -175,7 +177,8 @@ class ProofServer(threading.Thread):
     def _result(self, job):
         if job not in self.results:
             try:
-                self.results[job], _ = store.load(os.path.join(self.results_dir, job))
+                self.results[job], _ = store.load(os.path.join(self.results_dir, job),
+                                                cache_bytes=self.cache_bytes)
             except store.StoreError as error:
                 raise wire.ProtocolError(Code.NOT_READY, f"job {job}: {error}") from None
             if hasattr(self.results[job], "warm"):

@@ -53,8 +53,9 @@ def _read_manifest(directory):
         raise StoreError(f"{path}: not valid JSON") from None
 
 
-def load(directory):
-    """(tree, manifest) of a result directory of either version; tree.proof(key) is verified."""
+def load(directory, cache_bytes=None):
+    """(tree, manifest) of a result directory of either version; tree.proof(key) is verified.
+    cache_bytes: the verified node cache of a version-2 tree (CACHE_BYTES when None)."""
     manifest = _read_manifest(directory)
     if manifest.get("format") == FORMAT and manifest.get("version") == 1:
         tree, manifest = store_v1.load(directory, check_sha256=False)
@@ -62,7 +63,7 @@ def load(directory):
     if manifest.get("format") != FORMAT or manifest.get("version") != 2:
         raise StoreError(f"{os.path.join(directory, 'manifest.json')}: not a version 1 or 2 "
                          f"{FORMAT} manifest")
-    return StoredTree(directory, manifest), manifest
+    return StoredTree(directory, manifest, CACHE_BYTES if cache_bytes is None else cache_bytes), manifest
 
 
 def check(directory):
@@ -122,12 +123,17 @@ class StoredTree:
     """A version-2 result directory, memory-mapped; proofs read O(depth) records from disk.
 
     Every proof is verified before it leaves: its entry and the entries of its group of 4
-    leaves are hashed, then its path is rehashed level by level with the siblings read from
-    nodes.bin, until it meets a node whose verified copy is held in memory (the unit root in
-    the upper tree, checked at open, or a node of the verified cache) and equals it. The
-    siblings above that node are the verified copies; every other record of the proof is the
-    very bytes that were hashed. A batch (proofs()) hashes each distinct node once, one
-    kernel call per level for all its paths. After a batch verifies, its nodes at unit levels
+    leaves are hashed up to its level-2 node, then each pair on its path, from there up to
+    the first node whose verified copy is held in memory (the unit root in the upper tree,
+    checked at open, or a node of the verified cache), is hashed and must equal the record
+    one level up: the stored record of the path's next node, and at the top that verified
+    copy. So the path hashes, level by level, from the entries up to a verified node, and
+    every stored record on it (the path's own nodes and their siblings) is checked. The
+    siblings above that node are the verified copies; every other record of the proof is
+    the very bytes that were hashed or checked. A batch (proofs()) hashes each distinct node
+    once: one kernel call for the leaves, one per computed level (1 and 2), and one for every
+    stored pair of every path at once (a proof alone would leave most of the kernel's 8
+    lanes idle in a call per level). After a batch verifies, its nodes at unit levels
     >= cache_level (their siblings included) are kept as verified copies, at most
     cache_bytes (CACHE_BYTES by default), so later climbs stop lower.
 

@@ -320,6 +320,24 @@ def receive(dealer, seconds=20):
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("megabytes", [0, 1])
+def test_the_daemons_proof_cache_follows_its_config(made, tmp_path, megabytes):
+    one = made["k3"]
+    target, _ = copy_of(one, tmp_path)
+    job = linked_job(tmp_path / "data", target, [tmp_path / "x.csv"])
+    with daemon_in_process(tmp_path / "data", proof_cache_mb=megabytes) as (daemon, client):
+        for name in one.names[:20]:
+            assert client.proof(job, name) == one.proofs[name]
+        client.status(job)                       # the proof thread has loaded it by now
+        tree = daemon.proof_server.results[job]
+        assert tree.cache_bytes <= megabytes << 20
+        if megabytes:
+            assert tree.cache_level < tree.shape.unit_depth and tree.cache_bytes > 0
+        else:
+            assert tree.cache_level == tree.shape.unit_depth and tree.cache_bytes == 0
+
+
+@pytest.mark.timeout(120)
 def test_the_daemon_answers_proofs_in_batches(made, tmp_path):
     one = made["k3"]
     target, _ = copy_of(one, tmp_path)

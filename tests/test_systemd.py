@@ -48,7 +48,7 @@ CONFIG_DEFAULTS = {
     "worker_threads": 1, "log_level": "INFO", "worker_image": "summa-aggregation",
     "cloud_compose_file": "", "cloud_stack": "summa_aggregation", "cloud_service": "mini-tree",
     "cloud_hosts": ["127.0.0.1"], "cloud_port": 4000, "verify_leaves": 8, "verify_full": False, "unit_size": 0,
-    "max_memory_mb": 0, "keys_dir": "/etc/summa-aggregation/keys", "insecure": False,
+    "proof_cache_mb": 128, "max_memory_mb": 0, "keys_dir": "/etc/summa-aggregation/keys", "insecure": False,
 }
 # where the example config deliberately differs from the daemon's own defaults
 NOT_DEFAULTS = {"keys_dir": "/etc/summa-aggregation/keys"}
