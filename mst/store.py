@@ -454,8 +454,7 @@ class StoredTree:
                 level1 = top = bytearray(rec * (count >> 1))
                 _kernel.hash_level(leaves, count >> 1, n, code, level1)
             if h >= 2:
-                top = bytearray(rec * (count >> 2))
-                _kernel.hash_level(level1, count >> 2, n, code, top)
+                top = None      # level 2 is stored: the climb checks the level-1 pairs against it
             batch.start(leaves, level1, top)
             while True:
                 children, parents = batch.climb()

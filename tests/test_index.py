@@ -2,9 +2,14 @@
 
 A collision cannot be made on purpose without the job's key, so the collision paths are fed
 runs of equal fingerprints directly: only a confirmed username match may count."""
+import bisect
 import os
+import random
 from array import array
 
+import pytest
+
+from summa_aggregation.cython_ext import _records
 from summa_aggregation.mst.csv_reader import username_to_word
 from summa_aggregation.mst.index import KEYS, POSITIONS, IndexBuilder, _confirm, fingerprints, lookup
 
@@ -64,3 +69,20 @@ def test_a_lookup_walks_the_whole_run_of_a_colliding_fingerprint():
     assert lookup(memoryview(keys), memoryview(positions), 9,
                   lambda p: data[32 * p:32 * p + 32] == target) == 2
     assert lookup(memoryview(keys), memoryview(positions), 10, lambda p: True) is None
+
+
+@pytest.mark.parametrize("shape", ["uniform", "small", "skewed", "runs"])
+@pytest.mark.parametrize("size", [0, 1, 2, 64, 65, 1000, 70000])
+def test_the_search_is_a_lower_bound_whatever_the_keys(shape, size):
+    """The interpolation steps assume uniform fingerprints; any sorted keys (a damaged index,
+    equal runs) must still give exactly bisect_left's answer."""
+    rng = random.Random(size)
+    draw = {"uniform": lambda: rng.getrandbits(64), "small": lambda: rng.getrandbits(12),
+            "skewed": lambda: int(rng.random() ** 8 * (2 ** 64 - 1)),
+            "runs": lambda: rng.choice([0, 5, 1 << 63, 2 ** 64 - 1])}[shape]
+    keys = sorted(draw() for _ in range(size))
+    view = memoryview(array("Q", keys))
+    probes = keys[:40] + [k + 1 for k in keys[:20] if k < 2 ** 64 - 1] + [k - 1 for k in keys[-20:] if k] \
+        + [rng.getrandbits(64) for _ in range(100)] + [0, 2 ** 64 - 1]
+    for probe in probes:
+        assert _records.lower_bound(view, probe) == bisect.bisect_left(keys, probe)
