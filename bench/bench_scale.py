@@ -29,8 +29,10 @@ mini-tree). It measures
                       over every request, and requests / wall of the parallel phase
   (each proof throughput measure stops after --proof-seconds and counts what was done, saying so)
   floor s, efficiency the kernel's floor: (n(N+1) + (n-1)(2N+2)) permutations x the µs per
-                      permutation measured in this process at the start (hash_level over 2^16
-                      interleaved parents, median of 5) / workers; efficiency = floor / wall.
+                      permutation measured in this process (hash_level over 2^16 interleaved
+                      parents, median of 5; the mean of a measure just before the job and one
+                      just after it, both printed: on a shared machine the speed drifts during a
+                      long job) / workers; efficiency = floor / wall.
 A size whose job fails prints its error and the benchmark goes on; every daemon is stopped.
 Each size's daemon directory (its store included) is deleted after its row unless --keep.
 """
@@ -398,6 +400,7 @@ def one_size(args, log2, us_per_perm):
                 raise SizeFailed(f"the daemon did not start ({type(error).__name__}"
                                  f"{': ' if str(error) else ''}{error}): {last_line(log.read())}") from None
         try:
+            kernel = [kernel_us_per_permutation(args.currencies)]     # just before the job ...
             peak = WorkerPeak(daemon)
             peak.start()
             began = time.perf_counter()
@@ -412,6 +415,10 @@ def one_size(args, log2, us_per_perm):
             if done.returncode != 0:
                 raise SizeFailed(f"summa-submit exit {done.returncode}: {last_line(done.stderr)}"
                                  f"{daemon.log_tail()}")
+            kernel.append(kernel_us_per_permutation(args.currencies))  # ... and just after it
+            us_per_perm = statistics.mean(kernel)
+            print(f"  kernel: {kernel[0]:.3f} µs per permutation before the job, {kernel[1]:.3f} "
+                  f"after (the floor takes their mean: the machine's speed drifts)", flush=True)
             job = done.stdout.splitlines()[0]
             measured.update(wall=wall, daemon_rss=daemon.peak_rss_mib(), worker_rss=peak.peak)
             result = os.path.join(directory, "data", "results", job)

@@ -187,14 +187,16 @@ def places(one, name):
         local & ((1 << shape.unit_depth) - 1)
 
 
-def sibling_offset(one, name, level, byte=5):
-    """Where in nodes.bin the stored sibling of an entry's path at unit level `level` is."""
+def sibling_offset(one, name, level, byte=5, own=False):
+    """Where in nodes.bin the stored sibling of an entry's path at unit level `level` is (with
+    own, the path's own node there)."""
     m = one.manifest
     k = m["unit_depth"]
     _, _, serial, in_unit = places(one, name)
     offset = (1 << (k - 1)) - (2 << (k - level))
     narrow = narrow_record_bytes(m["n_currencies"], m["n_bytes"])
-    return (serial * stored_records(k) + offset + ((in_unit >> level) ^ 1)) * narrow + byte
+    node = (in_unit >> level) ^ (0 if own else 1)
+    return (serial * stored_records(k) + offset + node) * narrow + byte
 
 
 def other_units(one, name):
@@ -213,15 +215,18 @@ def check_answers(one, names, answers, refused):
         assert isinstance(answers[names.index(name)], store.StoreError), name
 
 
-@pytest.mark.parametrize("what", ["nodes level 2", "nodes level 4", "balances", "usernames"])
+@pytest.mark.parametrize("what", ["nodes level 2", "nodes level 4", "own nodes level 2",
+                                  "own nodes level 3", "balances", "usernames"])
 def test_damage_is_refused_on_a_fresh_open(made, tmp_path, what):
+    """A sibling or the path's own stored node (each pair is checked against the stored node
+    one level up), an entry: the proof that reads it is refused, the others are right."""
     one = made["k5"]                                  # units of 2^5: nodes.bin levels 2..4
     victim = one.names[45]
     target, manifest = copy_of(one, tmp_path)
     position, index, _, _ = places(one, victim)
     n, n_bytes = manifest["n_currencies"], manifest["n_bytes"]
-    if what.startswith("nodes"):
-        flip(target / "nodes.bin", sibling_offset(one, victim, int(what[-1])))
+    if "nodes" in what:
+        flip(target / "nodes.bin", sibling_offset(one, victim, int(what[-1]), own=what.startswith("own")))
     elif what == "balances":
         flip(target / "balances.bin", position * n * n_bytes + 2)
     else:
@@ -240,7 +245,7 @@ def test_damage_is_refused_on_a_fresh_open(made, tmp_path, what):
     # every entry at once: an answer is the reference's or a StoreError, never another proof
     fresh = store.StoredTree(str(target), manifest)
     check_answers(one, one.names, fresh.proofs_or_errors(one.names),
-                  [] if what.startswith("nodes") else [victim])
+                  [] if "nodes" in what else [victim])
 
 
 def test_a_damaged_upper_tree_is_refused_at_open_and_a_verified_copy_stays(made, tmp_path):
