@@ -40,7 +40,7 @@ CACHED_RESULTS = 4
 MAX_BATCH = 256                        # requests verified together, at most
 POLL_MS = 100
 GATHER_MIN = 8                         # fewer waiting, with clients in parallel: wait for more ...
-GATHER_S = 200e-6                      # ... this long, once (a batch of 8 costs ~2.5 proofs alone)
+GATHER_S = 200e-6                      # ... this long, once (a batch of 8 costs ~3.5 proofs alone)
 CONTROL_MAX_MESSAGE_BYTES = 16 << 20   # as the control socket's (broker.py)
 MORE, NOBLOCK = int(zmq.SNDMORE), int(zmq.NOBLOCK)   # plain ints: no enum arithmetic per frame
 
