@@ -499,9 +499,9 @@ cdef class PathBatch:
 
     leaf_inputs() -> the entries of every group of 2^h leaves the paths start in (h =
     min(k, 2)); start(leaves, level1, top) takes their hashes; then climb() -> (children,
-    parents) as long as parents > 0, push(hashed parents) after each; failures counts the
-    nodes that did not equal their verified copy; emit() -> every proof's siblings and entry,
-    the very bytes that were hashed or verified copies; remember() caches the verified nodes."""
+    parents) once (then (None, 0)), and push(hashed parents); failures counts the nodes that
+    did not equal what they must be; emit() -> every proof's siblings and entry, the very
+    bytes that were hashed, checked or verified copies; remember() caches the verified nodes."""
     cdef StoredPaths t
     cdef readonly int64_t count, groups, failures
     cdef readonly int level
@@ -589,7 +589,9 @@ cdef class PathBatch:
     def climb(self):
         """Pair every level of every path at once, from level h up to where each path stops
         (its unit root, or a node the cache holds): (children records, parent count), with
-        (None, 0) once done. A pair's children are the path's node (computed at level h, the
+        (None, 0) once done. Where start() got no top (h = 2), the first pairs are each group's
+        two computed level-1 nodes, which must hash to its level-2 record (stored, cached, or
+        the unit root), and the climb goes on from those level-2 records. A pair's children are the path's node (computed at level h, the
         stored record above) and its sibling (cached or stored); push(hashes) then checks each
         parent against what it must be: the stored record of the path's node one level up
         (the child of the next pair), or the verified copy where the path stops. Every
