@@ -29,7 +29,7 @@ from ..wire.memory import MemoryGuard, default_budget, over_limit_message, rebin
 from . import spawners
 from .config import ConfigError
 from .job import CANCELLED, FAILED, FINISHED, QUEUED, Job, check_submit
-from .proofs import ProofServer, recv_frames, send_frames
+from .proofs import ProofServer, proof_cache_bytes, recv_frames, send_frames
 from .runner import JobRunner
 
 log = logging.getLogger("summa.daemon")
@@ -79,7 +79,7 @@ class Daemon:
         self.proof_answers.bind(self._answers_address)
         self.proof_server = ProofServer(self.context, self.results_dir, self._proofs_address,
                                         self._answers_address, self.on_proof,
-                                        cache_bytes=config.proof_cache_mb << 20)
+                                        cache_bytes=proof_cache_bytes(config, self.max_memory_bytes))
         self.jobs = collections.OrderedDict()
         self.queue = collections.deque()
         self.runners = {}

@@ -45,6 +45,13 @@ CONTROL_MAX_MESSAGE_BYTES = 16 << 20   # as the control socket's (broker.py)
 MORE, NOBLOCK = int(zmq.SNDMORE), int(zmq.NOBLOCK)   # plain ints: no enum arithmetic per frame
 
 
+def proof_cache_bytes(config, heap_budget):
+    """Each loaded result's verified node cache: proof_cache_mb, and never more than a quarter
+    of the daemon's heap budget for all CACHED_RESULTS together (the caches are heap the
+    memory guard counts: on a small machine they must not make it drop clients)."""
+    return min(config.proof_cache_mb << 20, heap_budget // (4 * CACHED_RESULTS))
+
+
 def send_frames(sock, frames, flags=0):
     """sock.send_multipart(frames, flags), without its per-frame checks (the hot path)."""
     last = len(frames) - 1

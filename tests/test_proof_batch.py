@@ -18,6 +18,7 @@ import pytest
 import zmq
 
 from summa_aggregation import wire
+from summa_aggregation.daemon.proofs import CACHED_RESULTS
 from summa_aggregation.mst import store
 from summa_aggregation.mst.shape import TreeShape
 from summa_aggregation.mst.store_writer import narrow_record_bytes, stored_records
@@ -334,12 +335,20 @@ def test_the_daemons_proof_cache_follows_its_config(made, tmp_path, megabytes):
         for name in one.names[:20]:
             assert client.proof(job, name) == one.proofs[name]
         client.status(job)                       # the proof thread has loaded it by now
+        assert daemon.proof_server.cache_bytes == megabytes << 20
         tree = daemon.proof_server.results[job]
         assert tree.cache_bytes <= megabytes << 20
         if megabytes:
             assert tree.cache_level < tree.shape.unit_depth and tree.cache_bytes > 0
         else:
             assert tree.cache_level == tree.shape.unit_depth and tree.cache_bytes == 0
+
+
+def test_the_proof_caches_take_at_most_a_quarter_of_the_heap_budget(tmp_path):
+    with daemon_in_process(tmp_path / "data", proof_cache_mb=128, max_memory_mb=1024) as (daemon, _):
+        assert daemon.proof_server.cache_bytes == (1024 << 20) // (4 * CACHED_RESULTS)   # 64 MiB
+    with daemon_in_process(tmp_path / "data2", proof_cache_mb=16, max_memory_mb=1024) as (daemon, _):
+        assert daemon.proof_server.cache_bytes == 16 << 20
 
 
 @pytest.mark.timeout(120)
