@@ -399,6 +399,16 @@ cdef class StoredPaths:
         cdef int u = self.depth - self.unit_depth
         return &self.upper[self.rec * (((<int64_t>2 << u) - (<int64_t>2 << (u - level))) + <int64_t>node)]
 
+    cdef inline void _best_copy(self, int level, uint64_t node, uint8_t *out) noexcept nogil:
+        """The record node `node` at unit level 2 <= level <= k must be, wide: the unit root
+        (level k), its verified copy if the cache holds it, else the stored record."""
+        if level == self.unit_depth:
+            memcpy(out, self._upper(0, node), self.rec)
+        elif self._known(level, node):
+            _widen_one(self.cache + self._cached(level, node) * self.narrow, out, self.n_cur, self.n_bytes)
+        else:
+            _widen_one(self._stored(level, node), out, self.n_cur, self.n_bytes)
+
     cdef int _allocate(self) except -1:
         if self.cache == NULL and self.per_unit:
             self.cache = <uint8_t *>calloc(self.per_unit * self.units, self.narrow)
@@ -571,19 +581,14 @@ cdef class PathBatch:
         """Each group's level-2 record, as its level-1 pair must hash to: the unit root (k = 2),
         the cached copy, or the stored record (wide)."""
         cdef StoredPaths t = self.t
-        cdef int k = t.unit_depth, rec = t.rec, n = t.n_cur, nb = t.n_bytes
+        cdef int rec = t.rec
         cdef const uint64_t[::1] ids = self.ids
         cdef int64_t a = ids.shape[0], i
         out_buf = bytearray(rec * a)
         cdef uint8_t[::1] out = out_buf
         with nogil:
             for i in range(a):
-                if k == 2:
-                    memcpy(&out[i * rec], t._upper(0, ids[i]), rec)
-                elif t._known(2, ids[i]):
-                    _widen_one(t.cache + t._cached(2, ids[i]) * t.narrow, &out[i * rec], n, nb)
-                else:
-                    _widen_one(t._stored(2, ids[i]), &out[i * rec], n, nb)
+                t._best_copy(2, ids[i], &out[i * rec])
         return out_buf
 
     def climb(self):
@@ -607,7 +612,7 @@ cdef class PathBatch:
         cdef int64_t[::1] parent
         cdef uint8_t[::1] children, expect
         cdef uint64_t[::1] pid
-        cdef uint64_t x, q
+        cdef uint64_t x
         cdef int side
         cdef bint checked
         if self.expected is not None:
@@ -669,13 +674,7 @@ cdef class PathBatch:
                         else:
                             _widen_one(t._stored(L, x ^ 1), &children[(2 * p + 1 - side) * rec], n, nb)
                         i += 1
-                    q = x >> 1               # what the parent must hash to
-                    if L + 1 == k:
-                        memcpy(&expect[p * rec], t._upper(0, q), rec)
-                    elif t._known(L + 1, q):
-                        _widen_one(t.cache + t._cached(L + 1, q) * t.narrow, &expect[p * rec], n, nb)
-                    else:
-                        _widen_one(t._stored(L + 1, q), &expect[p * rec], n, nb)
+                    t._best_copy(L + 1, x >> 1, &expect[p * rec])    # what the parent must hash to
                     p += 1
             if p == 0:
                 break

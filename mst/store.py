@@ -456,13 +456,12 @@ class StoredTree:
             if h >= 2:
                 top = None      # level 2 is stored: the climb checks the level-1 pairs against it
             batch.start(leaves, level1, top)
-            while True:
-                children, parents = batch.climb()
-                if not parents:
-                    return batch
+            children, parents = batch.climb()      # every pair of every path, in one call
+            if parents:
                 out = bytearray(rec * parents)
                 _kernel.hash_level(children, parents, n, code, out)
                 batch.push(out)
+            return batch
         except _kernel.KernelError:
             return None
 
