@@ -37,6 +37,7 @@ log = logging.getLogger("summa.daemon")
 POLL_MS = 100
 DRAIN = 64                             # control requests read at once before the loop goes on
 PROOFS_WAITING = 100_000               # PROOF requests queued for the proof server, at most
+READY_SECONDS = 10                     # for the proof server's thread to connect its sockets
 CONTROL_MAX_MESSAGE_BYTES = 16 << 20   # requests are small: paths, ids, names
 SUBSCRIPTION_MAX_BYTES = 512           # b"\x01cancel.", and the CURVE handshake (276 bytes)
 SUBSCRIPTIONS_QUEUED = 64              # per connection, until the PUB next reads them
@@ -147,6 +148,10 @@ class Daemon:
         for sock in (self.control, self.events, self.memory_alarm, self.proof_answers):
             self.poller.register(sock, zmq.POLLIN)
         self.proof_server.start()
+        # until its PULL is connected, the inproc PUSH has no peer and every PROOF would be
+        # refused as if 100,000 were waiting
+        if not self.proof_server.ready.wait(READY_SECONDS):
+            log.error("the proof server did not start within %s s; PROOFs are refused", READY_SECONDS)
         try:
             while not self.stopping.is_set():
                 for sock, _ in self.poller.poll(POLL_MS):

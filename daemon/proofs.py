@@ -81,6 +81,7 @@ class ProofServer(threading.Thread):
         self.results = collections.OrderedDict()   # job id -> loaded tree
         self.cold = collections.OrderedDict()      # loaded results whose cache is not full yet
         self.stopping = threading.Event()
+        self.ready = threading.Event()     # both inproc sockets connected: requests may come
         self.served = self.batches = 0
 
     def run(self):
@@ -92,6 +93,7 @@ class ProofServer(threading.Thread):
         replies.linger = 0
         replies.sndhwm = 0
         replies.connect(self.replies_address)
+        self.ready.set()
         last = 0                               # the size of the last batch
         try:
             while not self.stopping.is_set():

@@ -12,12 +12,16 @@ import json
 import os
 import random
 import shutil
+import threading
+import time
 
 import msgpack
 import pytest
 import zmq
 
 from summa_aggregation import wire
+from summa_aggregation.daemon.broker import Daemon
+from summa_aggregation.daemon.config import DaemonConfig
 from summa_aggregation.daemon.proofs import CACHED_RESULTS
 from summa_aggregation.mst import store
 from summa_aggregation.mst.shape import TreeShape
@@ -342,6 +346,35 @@ def test_the_daemons_proof_cache_follows_its_config(made, tmp_path, megabytes):
             assert tree.cache_level < tree.shape.unit_depth and tree.cache_bytes > 0
         else:
             assert tree.cache_level == tree.shape.unit_depth and tree.cache_bytes == 0
+
+
+@pytest.mark.timeout(60)
+def test_a_proof_waiting_before_the_daemon_serves_is_answered(made, tmp_path):
+    """The control loop serves only once the proof thread's sockets are connected: before, a
+    PROOF it read first went to an inproc PUSH with no peer yet and was refused as if 100,000
+    requests were waiting."""
+    one = made["k3"]
+    target, _ = copy_of(one, tmp_path)
+    job = linked_job(tmp_path / "data", target, [tmp_path / "x.csv"])
+    daemon = Daemon(DaemonConfig(control=f"inproc://first-proof-{os.getpid()}", data_dir=str(tmp_path / "data"),
+                                 cancel="tcp://127.0.0.1:*", insecure=True, log_level="WARNING"))
+    dealer = zmq.Context.instance().socket(zmq.DEALER)
+    dealer.linger = 0
+    dealer.connect(daemon.control_endpoint)
+    for name in one.names[:5]:                   # queued before the loop and the thread start
+        dealer.send_multipart(wire.frames(wire.PROOF, {"job": job, "username": name}))
+    run = daemon.proof_server.run
+    daemon.proof_server.run = lambda: (time.sleep(0.3), run())   # a thread slow to start: the race, every time
+    serving = threading.Thread(target=daemon.serve, name="first-proof-daemon")
+    serving.start()
+    try:
+        for name in one.names[:5]:
+            command, body = receive(dealer)
+            assert command == wire.REPLY and body["proof"] == one.proofs[name], body
+    finally:
+        dealer.close(linger=0)
+        daemon.stop()
+        serving.join()
 
 
 def test_the_proof_caches_take_at_most_a_quarter_of_the_heap_budget(tmp_path):
