@@ -1,5 +1,6 @@
 # cython: boundscheck=False, wraparound=False, language_level=3
-"""Packed-record chores of the result store, in C: no hashing, no I/O, no object per record.
+"""Packed-record chores of the result store and the result check, in C: no hashing, no I/O,
+no object per record.
 
 A wide word is 32 bytes little-endian (what the kernel reads); a narrow balance is its low
 N_BYTES bytes (what the store keeps: every balance and every sum is below 2^(8 N_BYTES) once
@@ -76,6 +77,76 @@ def widen_records(const uint8_t[::1] narrow, int64_t count, int n_cur, int n_byt
                 memcpy(&out[i * wide_rec + 32 * (1 + c)], &narrow[i * narrow_rec + 32 + c * n_bytes],
                        n_bytes)
                 memset(&out[i * wide_rec + 32 * (1 + c) + n_bytes], 0, 32 - n_bytes)
+
+
+def first_bad_leaf(const uint8_t[::1] nodes, const uint8_t[::1] balances, int64_t count,
+                   int n_cur, int depth, const uint8_t[::1] padding):
+    """The first leaf of a returned mini-tree that is not what was sent, or -1.
+
+    nodes: the tree's wide records, leaf level first (its first 2^depth records are the
+    leaves); balances: the count entries' wide balance words, entry-major (what was sent);
+    padding: the padding leaf's record (H(0, 0, ..., 0) and zero balances). A real leaf
+    (index < count) must hold exactly the entry's balance words; a padding leaf must be the
+    padding record, hash included. Byte compares only: no hashing, no object per leaf."""
+    cdef int64_t rec = 32 * (1 + <int64_t>n_cur), width = 32 * <int64_t>n_cur, leaves, i, bad = -1
+    _need(1 <= n_cur <= 64 and 0 <= depth <= 48, "first_bad_leaf: bad currency count or depth")
+    leaves = <int64_t>1 << depth
+    _need(0 <= count <= leaves and nodes.shape[0] >= leaves * rec
+          and balances.shape[0] >= count * width and padding.shape[0] == rec,
+          "first_bad_leaf: buffer sizes do not match the counts")
+    cdef const uint8_t *leaf = &nodes[0]
+    cdef const uint8_t *sent = &balances[0] if count else NULL
+    cdef const uint8_t *pad = &padding[0]
+    with nogil:
+        for i in range(count):
+            if memcmp(leaf + i * rec + 32, sent + i * width, width):
+                bad = i
+                break
+        if bad < 0:
+            for i in range(count, leaves):
+                if memcmp(leaf + i * rec, pad, rec):
+                    bad = i
+                    break
+    return bad
+
+
+def first_bad_sum(const uint8_t[::1] nodes, int n_cur, int depth):
+    """The first node above the leaves whose balances are not the sums of its two children's
+    (its index in the buffer, leaf level first, the root last), or -1.
+
+    Exact 256-bit additions, no reduction: under a checked root every sum is below
+    2^(8 N_BYTES) < p, so an honest tree never wraps, and a carry out of 256 bits is a lie.
+    The parent of buffer record j is record 2^depth + j // 2, for every level at once."""
+    cdef int64_t rec = 32 * (1 + <int64_t>n_cur), leaves, total, p, bad = -1
+    cdef const uint8_t *a
+    cdef const uint8_t *b
+    cdef const uint8_t *s
+    cdef uint64_t x, t, u, carry
+    cdef int k, limb, wrong
+    _need(1 <= n_cur <= 64 and 0 <= depth <= 48, "first_bad_sum: bad currency count or depth")
+    leaves = <int64_t>1 << depth
+    total = 2 * leaves - 1
+    _need(nodes.shape[0] == total * rec, "first_bad_sum: the buffer does not match the depth")
+    cdef const uint8_t *base = &nodes[0]
+    with nogil:
+        for p in range(leaves, total):
+            a = base + 2 * (p - leaves) * rec
+            b = a + rec
+            s = base + p * rec
+            wrong = 0
+            for k in range(1, n_cur + 1):
+                carry = 0
+                for limb in range(4):
+                    x = _load64(a + 32 * k + 8 * limb)
+                    t = x + _load64(b + 32 * k + 8 * limb)
+                    u = t + carry
+                    carry = (t < x) | (u < t)
+                    wrong |= u != _load64(s + 32 * k + 8 * limb)
+                wrong |= carry != 0
+            if wrong:
+                bad = p
+                break
+    return bad
 
 
 cdef inline uint64_t _load64(const uint8_t *p) nogil:

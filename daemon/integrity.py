@@ -3,16 +3,30 @@
 The daemon has the batch it sent, so it can check, cheaply and exactly:
   - the shape (done by the job runner): depth, count, currency count, buffer size;
   - the root's balances against the batch's exact per-currency totals;
-  - k random leaves (default 8): each recomputed from the batch's own entry, then its path
-    recomputed level by level from the returned children up to the returned root;
+  - every leaf, by a byte compare in C (_records.first_bad_leaf, no hashing): each real
+    leaf's balance words must be the batch's, and each padding leaf the padding record
+    (H(0, ..., 0), zero balances);
+  - every node above the leaves, by exact additions in C (_records.first_bad_sum, no
+    hashing): its balances must be the sums of its two children's;
+  - k random leaves (default 8), and a padding leaf: each recomputed from the batch's own
+    entry (username included), then its path recomputed level by level from the returned
+    children up to the returned root;
   - optionally everything: the whole mini-tree rebuilt here and compared byte for byte.
-Sampling catches any tampering with the totals, and any change to a node on or beside a
-sampled path; a single altered node elsewhere is caught with a probability that grows with k.
-Full mode catches everything, at the cost of the worker's own work.
+Guaranteed without full mode: every balance of every node is the one it must be: each leaf's
+as sent (so a balance moved from one user to another, even with every hash above it
+recomputed, is refused), each padding leaf padding, each sum exact, the root's totals the
+batch's; and every hash on or beside a sampled path is right. Not guaranteed: a hash off every
+sampled path. A leaf record holds no username (it enters only through the leaf's hash), so a
+worker that swaps two users' usernames and rehashes consistently passes unless a sampled path
+touches one of them. Such a tree is stored (and its root published), but it cannot pass
+silently: the store recomputes each proof's leaves from the entries as sent and verifies the
+path against the stored nodes up to the root before a proof leaves (mst/store.py), so the
+daemon's proof server and summa-proof refuse the proofs through a wrong hash with a
+StoreError. Full mode catches everything, at the cost of the worker's own work.
 """
 import random
 
-from ..cython_ext import _kernel
+from ..cython_ext import _kernel, _records
 from ..cython_ext.params import WORD
 from ..mst.limits import MAX_N_BYTES, layout_code
 from ..mst.tree import Levels, MerkleSumTree, zero_root
@@ -29,6 +43,8 @@ def check_minitree(nodes, batch, depth, layout, sample=8, full=False, rng=random
     totals = _kernel.sum_columns(batch.balances, batch.count, n)
     if list(levels.root.balances) != totals:
         raise IntegrityError("the root's balances differ from the batch's totals")
+    _check_every_leaf(levels, batch, layout)
+    _check_every_sum(levels)
     if full:
         mine = MerkleSumTree.build(batch.usernames, batch.balances, batch.count, n, layout=layout,
                                    depth=depth, n_bytes=MAX_N_BYTES, control=control)
@@ -41,6 +57,53 @@ def check_minitree(nodes, batch, depth, layout, sample=8, full=False, rng=random
     if indices:
         _check_leaves(levels, batch, indices, layout)
         _check_paths(levels, indices, layout)
+
+
+def _check_every_leaf(levels, batch, layout):
+    """Every leaf's balances against the batch's, every padding leaf against the padding
+    record: byte compares in C, no hashing (a leaf's username is only in its hash: the
+    sampled leaves and the proofs check it)."""
+    n = levels.n_currencies
+    padding = zero_root(0, n, layout)
+    bad = _records.first_bad_leaf(levels.nodes, batch.balances, batch.count, n, levels.depth,
+                                  padding)
+    if bad < 0:
+        return
+    got = levels.record(0, bad)
+    if bad < batch.count:
+        sent = bytes(batch.balances[bad * n * WORD:(bad + 1) * n * WORD])
+        column = _first_difference(got[WORD:], sent)
+        raise IntegrityError(f"leaf {bad}: its balance in currency column {column} "
+                             f"({batch.currencies[column]}) is not entry {bad}'s of the batch")
+    column = _first_difference(got[WORD:], padding[WORD:])
+    what = "hash" if column is None else \
+        f"balance in currency column {column} ({batch.currencies[column]})"
+    raise IntegrityError(f"leaf {bad} is a padding leaf, but its {what} is not the padding leaf's")
+
+
+def _check_every_sum(levels):
+    """Every node's balances against its children's sums: additions in C, no hashing. With
+    the leaves checked, every balance of the tree is then the one it must be."""
+    bad = _records.first_bad_sum(levels.nodes, levels.n_currencies, levels.depth)
+    if bad >= 0:
+        level, index = _place(bad, levels.depth)
+        raise IntegrityError(f"node {index} of level {level}: its balances are not the sums of "
+                             f"its two children's")
+
+
+def _place(flat, depth):
+    """(level, index) of the record at `flat` in a leaf-first buffer of a depth-`depth` tree."""
+    level, start = 0, 0
+    while flat >= start + (1 << (depth - level)):
+        start += 1 << (depth - level)
+        level += 1
+    return level, flat - start
+
+
+def _first_difference(words, others):
+    """The index of the first WORD-wide word where two packed buffers differ, or None."""
+    return next((i for i in range(len(words) // WORD)
+                 if words[i * WORD:(i + 1) * WORD] != others[i * WORD:(i + 1) * WORD]), None)
 
 
 def _check_leaves(levels, batch, indices, layout):

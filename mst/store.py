@@ -430,8 +430,9 @@ class StoredTree:
                     why = "a stored word is not a field element; " if one is None else ""
                     errors[index] = StoreError(
                         f"{self.directory}: the stored path of entry {index} does not lead to "
-                        f"the manifest's root ({why}the store is damaged; summa-proof --check "
-                        f"names the file)")
+                        f"the manifest's root ({why}the store is damaged: summa-proof --check "
+                        f"names the file; or, where it finds none, a worker returned a wrong "
+                        f"subtree that the result check did not sample)")
                     continue
                 more, entry = one.emit()
                 one.remember()
