@@ -154,7 +154,7 @@ def linked_job(directory, result, csv):
 def daemon(result, csv, clients, requests, seconds, build, settle):
     directory = tempfile.mkdtemp(prefix="bench-proofs-daemon-")
     job = None if build else linked_job(directory, result, csv)
-    server = ScaleDaemon(directory)
+    server = ScaleDaemon(directory, input_dirs=[os.path.dirname(os.path.abspath(csv))])
     try:
         if build:
             done = server.submit("build", csv, "--executors", "2", "--wait", timeout=1800)

@@ -192,11 +192,11 @@ class ScaleDaemon(Daemon):
     """bench_daemon's daemon, its stderr in DIRECTORY/daemon.log (its workers' too), killed when
     it does not start or does not stop by itself."""
 
-    def __init__(self, directory):
+    def __init__(self, directory, input_dirs=None):
         self.log = os.path.join(directory, "daemon.log")
         with open(self.log, "w") as log:
             try:
-                super().__init__(directory, stderr=log)
+                super().__init__(directory, stderr=log, input_dirs=input_dirs)
             except BaseException:
                 self.kill()
                 raise

@@ -3,7 +3,8 @@
 It starts an embedded daemon (the same code as summa-daemon) with the MockSpawner, so local
 summa-worker processes build the mini-trees, submits one job through the ordinary client,
 follows it, and moves the finished result directory to --out. The root node JSON is the last
-line of stdout.
+line of stdout. The embedded daemon has no input_dirs: it may read exactly the CSVs of the
+command line (Daemon's input_files) and nothing else.
 """
 import json
 import os
@@ -19,7 +20,7 @@ from ..mst.limits import DEFAULT_LAYOUT, DEFAULT_N_BYTES, check_n_bytes
 from ..wire import SubmitRequest
 from ..wire.keys import KeyDir, generate
 from .broker import Daemon
-from .client import DaemonClient
+from .client import DaemonClient, DaemonError
 from .config import DaemonConfig
 from .submit import Progress, follow
 
@@ -55,15 +56,24 @@ def _aggregate(argv):
     # the daemon's data directory sits beside --out, so the result moves there by a rename
     data_dir = tempfile.mkdtemp(prefix=".summa-aggregate-", dir=os.path.dirname(out) if out else None)
     keys_dir = generate(os.path.join(data_dir, "keys"))    # this run's own CURVE keys
-    daemon = Daemon(DaemonConfig(control=f"inproc://summa-aggregate-{os.getpid()}",
-                                 cancel="tcp://127.0.0.1:*", data_dir=data_dir, log_level="WARNING",
-                                 keys_dir=keys_dir))
+    csvs = [os.path.abspath(p) for p in args.csvs]
+    try:
+        daemon = Daemon(DaemonConfig(control=f"inproc://summa-aggregate-{os.getpid()}",
+                                     cancel="tcp://127.0.0.1:*", data_dir=data_dir, log_level="WARNING",
+                                     keys_dir=keys_dir, input_dirs=[]),
+                        input_files=csvs)            # exactly the files it was given
+    except BaseException:
+        shutil.rmtree(data_dir, ignore_errors=True)
+        raise
     serving = threading.Thread(target=daemon.serve, name="embedded-daemon", daemon=True)
     serving.start()
     try:
         with DaemonClient(daemon.control_endpoint, timeout=60, keys=KeyDir(keys_dir)) as client:
-            job_id = client.submit(SubmitRequest([os.path.abspath(p) for p in args.csvs], args.workers,
-                                                 "mock", args.layout, args.n_bytes, args.batch_size))
+            try:
+                job_id = client.submit(SubmitRequest(csvs, args.workers, "mock", args.layout,
+                                                     args.n_bytes, args.batch_size))
+            except DaemonError as error:        # e.g. a path with control characters
+                raise JobFailed(error.message) from None
             record = follow(client, job_id, Progress(), interval=0.05)
         if record["state"] != "done":
             raise JobFailed(record.get("error") or record["state"])

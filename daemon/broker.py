@@ -6,7 +6,9 @@ thread (runner.py) with its own executor sockets. PROOF requests go, as they cam
 proof server's thread (proofs.py), which answers them in batches; this loop forwards its
 answers. Job records live in DATA_DIR/jobs/ and results in DATA_DIR/results/; both survive
 restarts, and a job that was running when the daemon died is marked failed (interrupted) when
-it comes back. A memory guard (wire/memory.py) watches the heap; over max_memory_mb, the
+it comes back. A SUBMIT's paths must be inside input_dirs (inputs.py); CSVs sent through this
+socket (UPLOAD, CHUNK, FINISH) are written by the upload writer's thread, which answers them
+through this loop too (uploads.py), into DATA_DIR/uploads/, until their job ends. A memory guard (wire/memory.py) watches the heap; over max_memory_mb, the
 control socket is closed, freeing what its clients made libzmq hold, and bound afresh.
 """
 import collections
@@ -24,13 +26,15 @@ import zmq
 
 from .. import wire
 from ..wire import Code, ProtocolError
-from ..wire.keys import KeysError, start_authenticator
+from ..wire.keys import SOCKET_ROLES, KeysError, start_authenticator, write_worker_keys
 from ..wire.memory import MemoryGuard, default_budget, over_limit_message, rebind
 from . import spawners
 from .config import ConfigError
+from .inputs import InputPolicy
 from .job import CANCELLED, FAILED, FINISHED, QUEUED, Job, check_submit
 from .proofs import ProofServer, proof_cache_bytes, recv_frames, send_frames
 from .runner import JobRunner
+from .uploads import Uploads
 
 log = logging.getLogger("summa.daemon")
 
@@ -44,7 +48,9 @@ SUBSCRIPTIONS_QUEUED = 64              # per connection, until the PUB next read
 
 
 class Daemon:
-    def __init__(self, config, context=None, spawner_options=None):
+    def __init__(self, config, context=None, spawner_options=None, input_files=()):
+        """input_files: single files SUBMIT may name besides what input_dirs holds (the ones
+        summa-aggregate was given)."""
         self.config = config.check()
         self.context = context or zmq.Context.instance()
         self.spawner_options = spawner_options or {}
@@ -53,6 +59,13 @@ class Daemon:
         os.makedirs(self.jobs_dir, exist_ok=True)
         os.makedirs(self.results_dir, exist_ok=True)
         self._lock = self._lock_data_dir(config.data_dir)
+        try:
+            self.inputs = InputPolicy.of_config(config, input_files)
+        except (ValueError, OSError) as error:
+            raise ConfigError(str(error) if isinstance(error, ValueError) else
+                              f"input_dirs: {error.filename}: {error.strerror}") from None
+        self.uploads = Uploads(self.context, config)
+        self.uploads.clear()                   # whatever a crash left half-written
         spawners.cleanup_leftovers(config)     # containers of an earlier run that crashed
         self.authenticator, self.curve = self._start_curve(config)
         self.control = self._control_socket()
@@ -93,22 +106,31 @@ class Daemon:
     # ---- start-up ---------------------------------------------------------------------------
 
     def _start_curve(self, config):
-        """CURVE server keys for the control and cancel sockets, and the allow-list of peers."""
+        """CURVE server keys for the control and cancel sockets, each admitting one role, and
+        the key directory this host's workers get."""
         try:
             keys = config.keys()
             if keys is None:
                 return None, None
             curve = keys.curve("daemon")
             keys.public("worker")                     # needed to reach workers: fail early
-            return start_authenticator(self.context, keys.authorized(), "summa-daemon"), curve
+            write_worker_keys(config.keys_dir, config.worker_keys_dir())
+            return start_authenticator(self.context, keys, "summa-daemon", ("control", "cancel")), curve
         except KeysError as error:
             raise ConfigError(str(error)) from None
+        except OSError as error:
+            raise ConfigError(f"{config.worker_keys_dir()}: cannot write the workers' keys "
+                              f"({error.strerror})") from None
+
+    def _admitting(self, name):
+        return self.curve.admitting(SOCKET_ROLES[name]) if self.curve else None
 
     def _control_socket(self):
-        return wire.new_socket(self.context, zmq.ROUTER, CONTROL_MAX_MESSAGE_BYTES, curve=self.curve)
+        return wire.new_socket(self.context, zmq.ROUTER, CONTROL_MAX_MESSAGE_BYTES,
+                               curve=self._admitting("control"))
 
     def _cancel_socket(self):
-        sock = wire.new_socket(self.context, zmq.PUB, SUBSCRIPTION_MAX_BYTES, curve=self.curve)
+        sock = wire.new_socket(self.context, zmq.PUB, SUBSCRIPTION_MAX_BYTES, curve=self._admitting("cancel"))
         sock.rcvhwm = SUBSCRIPTIONS_QUEUED
         return sock
 
@@ -145,9 +167,10 @@ class Daemon:
 
     def serve(self):
         self.poller = zmq.Poller()
-        for sock in (self.control, self.events, self.memory_alarm, self.proof_answers):
+        for sock in (self.control, self.events, self.memory_alarm, self.proof_answers, self.uploads.wake):
             self.poller.register(sock, zmq.POLLIN)
         self.proof_server.start()
+        self.uploads.start()
         # until its PULL is connected, the inproc PUSH has no peer and every PROOF would be
         # refused as if 100,000 were waiting
         if not self.proof_server.ready.wait(READY_SECONDS):
@@ -163,7 +186,11 @@ class Daemon:
                         self._on_memory_alarm()
                     elif sock is self.events:
                         self._publish_cancel(self.events.recv().decode())
+                    elif sock is self.uploads.wake:
+                        for identity, frames in self.uploads.answers():
+                            self.control.send_multipart([identity, *frames])
                     # else: the control socket an alarm just replaced
+                self.uploads.expire(time.monotonic())
                 self._reap_runners()
                 self._start_queued()
         finally:
@@ -210,7 +237,7 @@ class Daemon:
             job = self.jobs[self.queue.popleft()]
             runner = JobRunner(job, self.config, self.context, self._events_address,
                                self.cancel_endpoint, self.jobs_dir, self.results_dir,
-                               self.spawner_options)
+                               self.spawner_options, inputs=self.inputs)
             self.runners[job.id] = runner
             runner.start()
 
@@ -219,6 +246,7 @@ class Daemon:
             if not runner.is_alive():
                 runner.join()
                 del self.runners[job_id]
+                self.uploads.release(job_id)     # its entries are in the result store now
                 # libzmq tears down a PUB's dead connections only when the socket processes its
                 # commands, which it does when it sends or is asked for its events: without
                 # this, each exited worker's subscription kept 32 KB until the next cancellation
@@ -239,15 +267,18 @@ class Daemon:
         log.info("stopping: cancelling %d running job(s)", len(unfinished))
         for job_id in list(self.queue):
             self.jobs[job_id].update(self.jobs_dir, state=CANCELLED, error=None)
+            self.uploads.release(job_id)
         self.queue.clear()
         for job_id, runner in self.runners.items():
-            self.jobs[job_id].cancel_requested.set()
-            self._publish_cancel(job_id)
+            if self.jobs[job_id].request_cancel():      # else it is publishing: let it finish
+                self._publish_cancel(job_id)
         for runner in self.runners.values():
             runner.join()     # each runner terminates its own workers, with bounded waits
         self.proof_server.stop()
         if self.proof_server.is_alive():
             self.proof_server.join()
+        self.uploads.stop()
+        self.uploads.clear()
         for sock in (self.control, self.pub, self.events, self.memory_alarm, self.proof_requests,
                      self.proof_answers):
             sock.close(linger=0)
@@ -263,11 +294,15 @@ class Daemon:
         try:
             command, body = wire.parse(parts[1:], CONTROL_MAX_MESSAGE_BYTES)
             handler = self.HANDLERS.get(command)
-            if handler is None:
+            upload = Uploads.HANDLERS.get(command)
+            if handler is None and upload is None:
                 raise ProtocolError(Code.UNKNOWN_COMMAND, f"the daemon does not take "
                                     f"{wire.COMMAND_NAMES[command]}")
             if command == wire.PROOF:                 # (_drain_requests forwards them first)
                 send_frames(self.proof_requests, parts, zmq.NOBLOCK)
+                return
+            if upload is not None:                    # the upload writer answers, once on disk
+                upload(self.uploads, identity, body)
                 return
             reply = handler(self, body)
             self.control.send_multipart([identity, *wire.frames(wire.REPLY, reply)])
@@ -301,11 +336,14 @@ class Daemon:
             body["spawner"] = self.config.default_spawner
         spec = check_submit(body, spawners.available())
         for path in spec.csvs:
-            if not os.path.isabs(path):
-                raise ProtocolError(Code.BAD_FIELD, f"field 'csvs': {path!r} is not an absolute "
-                                    f"path (the daemon does not know the client's directory)")
+            self.inputs.submitted(path)     # only inside input_dirs; nothing read or told about others
         job_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+        uploads = spec.uploads
+        if uploads:                          # the job's own files, removed when it ends
+            spec.csvs, spec.uploads = self.uploads.claim(uploads, job_id), None
         job = Job(job_id, spec)
+        if uploads:
+            job.record["uploads"] = list(uploads)
         job.update(self.jobs_dir)
         self.jobs[job_id] = job
         self.queue.append(job_id)
@@ -323,8 +361,11 @@ class Daemon:
         if job.state == QUEUED:
             self.queue.remove(job.id)
             job.update(self.jobs_dir, state=CANCELLED)
+            self.uploads.release(job.id)
         elif job.state not in FINISHED:
-            job.cancel_requested.set()
+            if not job.request_cancel():
+                return {"job": job.id, "state": job.state,
+                        "cancel": "too late: its result is being published"}
             self._publish_cancel(job.id)
             return {"job": job.id, "state": "cancelling"}
         return {"job": job.id, "state": job.state}

@@ -21,6 +21,10 @@ class DaemonConfig:
     cancel: str = "tcp://127.0.0.1:*"       # PUB socket broadcasting cancellations
     cancel_public: str = ""                 # what workers connect to, if not `cancel`'s address
     data_dir: str = "/var/lib/summa-aggregation"
+    input_dirs: list = field(default_factory=lambda: ["inputs"])   # the only places CSVs are read from (relative: under data_dir)
+    max_upload_mb: int = 16384              # what all uploads may hold on disk at once (0: no uploads)
+    max_uploads: int = 8                    # uploads in progress (begun, not finished) at once
+    upload_timeout: float = 300.0           # seconds an upload may wait for its next chunk, or for its SUBMIT
     max_parallel_jobs: int = 1
     heartbeat_interval: float = 1.0         # seconds between PINGs to a busy worker
     heartbeat_liveness: int = 3             # missed intervals before a worker counts as dead
@@ -30,11 +34,12 @@ class DaemonConfig:
     worker_threads: int = 1
     log_level: str = "INFO"
     worker_image: str = "summa-aggregation"   # image of Docker workers (local and cloud)
+    worker_memory_mb: int = 0               # memory limit of each Docker worker (0: the README's rule; -1: none)
     cloud_compose_file: str = ""            # the stack file the cloud spawner deploys; "": none
-    cloud_stack: str = "summa_aggregation"  # stack name: the service is STACK_SERVICE
+    cloud_stack: str = "summa_aggregation"  # stack name: a job's service is STACK_SERVICE-JOB
     cloud_service: str = "mini-tree"        # the worker service in the compose file
     cloud_hosts: list = field(default_factory=lambda: ["127.0.0.1"])   # where replicas run
-    cloud_port: int = 4000                  # replica N listens on cloud_port + N on its host
+    cloud_port: int = 4000                  # replica N on cloud_port + N (+ 1024 x the job's port block)
     verify_leaves: int = 8                  # leaves of each returned mini-tree checked (0: none)
     verify_full: bool = False               # rebuild every mini-tree here and compare it all
     unit_size: int = 0                      # entries per work unit, a power of two (0: the README's rule)
@@ -47,6 +52,17 @@ class DaemonConfig:
         """The KeyDir of keys_dir, or None in (explicitly configured) plaintext mode."""
         from ..wire.keys import KeyDir
         return KeyDir(self.keys_dir) if self.keys_dir else None
+
+    def worker_keys_dir(self):
+        """What workers on this host get instead of keys_dir: their pair and the daemon's
+        public key only (wire.keys.write_worker_keys; the daemon writes it at start)."""
+        return os.path.join(self.data_dir, "worker-keys") if self.keys_dir else ""
+
+    def input_paths(self):
+        """input_dirs as absolute paths, a relative one under data_dir (as written: the daemon
+        resolves their links when it starts)."""
+        return [os.path.abspath(os.path.join(self.data_dir, os.path.expanduser(d)))
+                for d in self.input_dirs]
 
     def worker_curve(self):
         """How this daemon's sockets connect to workers: its own pair, the workers' public key."""
@@ -73,8 +89,20 @@ class DaemonConfig:
                               f"keys_dir (or set insecure = true to run in plaintext)")
         if not 0 < self.cloud_port < 65536 or not self.cloud_hosts:
             raise ConfigError(f"{where}: cloud_port must be a port and cloud_hosts not empty")
+        if self.cloud_compose_file and self.cloud_port + self.max_parallel_jobs * MAX_EXECUTORS > 65535:
+            raise ConfigError(f"{where}: cloud_port must leave a block of {MAX_EXECUTORS} ports for each of "
+                              f"max_parallel_jobs: at most {65535 - self.max_parallel_jobs * MAX_EXECUTORS}")
+        if self.worker_memory_mb < -1:
+            raise ConfigError(f"{where}: worker_memory_mb must be -1 (no limit), 0 (the default rule) or MiB")
         if self.heartbeat_interval <= 0:
             raise ConfigError(f"{where}: heartbeat_interval must be positive")
+        if self.upload_timeout <= 0:
+            raise ConfigError(f"{where}: upload_timeout must be positive")
+        if self.max_upload_mb < 0 or self.max_uploads < 1:
+            raise ConfigError(f"{where}: max_upload_mb must be at least 0 and max_uploads at least 1")
+        if not isinstance(self.input_dirs, list) or not all(
+                isinstance(d, str) and d and "\0" not in d for d in self.input_dirs):
+            raise ConfigError(f"{where}: input_dirs must be a list of directories")
         if self.unit_size and (self.unit_size < 0 or self.unit_size & (self.unit_size - 1)
                                or self.unit_size > 1 << MAX_UNIT_DEPTH):
             raise ConfigError(f"{where}: unit_size must be 0 or a power of two up to 2^{MAX_UNIT_DEPTH}")

@@ -15,15 +15,17 @@ more than 2^(k-1) entries; units are handed out only after that, and if no file 
 it, every file is one unit of depth d.
 """
 import csv
+import io
 import logging
 import os
 import queue
 import threading
 from dataclasses import dataclass
 
-from ..mst.csv_reader import CsvError, line_of_entry, scan_file, word_to_username
+from ..mst.csv_reader import CsvError, FdReader, line_of_entry, scan_file, word_to_username
 from ..mst.limits import depth_for
 from ..mst.shape import TreeShape, default_unit_depth
+from .inputs import InputError, open_regular
 
 log = logging.getLogger("summa.daemon")
 SAMPLE = 1 << 16     # bytes of the first CSV read to estimate the entry count
@@ -43,23 +45,25 @@ class Unit:
     payload: object      # EntryBatch (wide words) while the unit is in flight, else None
 
 
-def estimate_entries(paths):
-    """Entries in the CSVs, estimated from their sizes and the first file's line length."""
+def estimate_entries(fds):
+    """Entries in the CSVs (open descriptors), estimated from their sizes and the first file's
+    line length."""
     try:
-        total = sum(os.path.getsize(p) for p in paths)
-        with open(paths[0], "rb") as handle:
-            sample = handle.read(SAMPLE)
+        total = sum(os.fstat(fd).st_size for fd in fds)
+        sample = os.pread(fds[0], SAMPLE, 0)
     except (OSError, IndexError):
         return None
     lines = sample.count(b"\n")
     return max(total * max(lines - 1, 1) // max(len(sample), 1), 1) if sample else None
 
 
-def peek_currencies(path):
-    """The balance column names of a CSV's header, for the units cut before scan_file has
-    checked it (if they are wrong, scan_file fails the job before any unit is built)."""
+def peek_currencies(fd):
+    """The balance column names of a CSV's header (an open descriptor), for the units cut
+    before scan_file has checked it (if they are wrong, scan_file fails the job before any unit
+    is built)."""
     try:
-        with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
+        with io.TextIOWrapper(io.BufferedReader(FdReader(fd)), newline="", encoding="utf-8-sig",
+                              errors="replace") as handle:
             header = next((row for row in csv.reader(handle) if row), [])
     except (OSError, csv.Error):
         header = []
@@ -67,12 +71,21 @@ def peek_currencies(path):
 
 
 class Loader(threading.Thread):
-    def __init__(self, spec, writer, stop, unit_size=0):
+    def __init__(self, spec, writer, stop, unit_size=0, opener=None):
+        """opener(path) -> a descriptor open on the CSV (InputPolicy.open; default: any regular
+        file). Every CSV is opened here, once, and read only through its descriptor; the first
+        that cannot be is `open_error` (the job fails with it, nothing is read)."""
         super().__init__(name="csv-loader", daemon=True)
         self.spec, self.writer, self.stop = spec, writer, stop
         self.out = queue.Queue()          # unit descriptors: a few ints each
-        self.estimate = estimate_entries(spec.csvs)
-        self.currencies = peek_currencies(spec.csvs[0])
+        self.fds, self.open_error = [], None
+        try:
+            for path in spec.csvs:
+                self.fds.append((opener or open_regular)(path))
+        except InputError as error:
+            self.open_error = str(error)
+        self.estimate = None if self.open_error else estimate_entries(self.fds)
+        self.currencies = [] if self.open_error else peek_currencies(self.fds[0])
         writer.set_currencies(len(self.currencies))
         self.unit_depth = (unit_size.bit_length() - 1 if unit_size else
                            default_unit_depth(self.estimate or 0, spec.executors, len(self.currencies)))
@@ -84,8 +97,16 @@ class Loader(threading.Thread):
         self.unit_start, self.unit_count = 0, 0
         self.file_starts = []
 
+    def close(self):
+        """Close the CSVs' descriptors (once the thread has stopped, or never started)."""
+        fds, self.fds = self.fds, []
+        for fd in fds:
+            os.close(fd)
+
     def run(self):
         try:
+            if self.open_error:
+                raise CsvError(self.open_error)
             if self.proven:
                 self._fix_depth()
             shape = self._read_all()
@@ -117,7 +138,8 @@ class Loader(threading.Thread):
             if self.fixed is None:             # units never cross files, batches may
                 self.unit_start, self.unit_count = self.position, 0
             try:
-                currencies, count = scan_file(path, spec.n_bytes, header, self._sink)
+                currencies, count = scan_file(path, spec.n_bytes, header, self._sink,
+                                              fd=self.fds[batch])
             except CsvError:
                 try:
                     self._duplicates_first()      # one before the bad line comes first
@@ -198,7 +220,7 @@ class Loader(threading.Thread):
     def _place(self, position):
         file = self._file_of(position)
         path = self.spec.csvs[file]
-        return f"{path}:{line_of_entry(path, position - self.file_starts[file])}"
+        return f"{path}:{line_of_entry(path, position - self.file_starts[file], fd=self.fds[file])}"
 
     def _username(self, position):
         return word_to_username(os.pread(self.writer.usernames.fd, 32, 32 * position))

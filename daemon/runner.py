@@ -30,8 +30,10 @@ log = logging.getLogger("summa.daemon")
 
 class JobRunner(threading.Thread):
     def __init__(self, job, config, context, events_address, cancel_endpoint, jobs_dir, results_dir,
-                 spawner_options=None):
+                 spawner_options=None, inputs=None):
+        """inputs: the daemon's InputPolicy, which opens the CSVs (None: any regular file)."""
         super().__init__(name=f"job-{job.id}", daemon=True)
+        self.inputs = inputs
         self.job, self.config, self.context = job, config, context
         self.events_address, self.cancel_endpoint = events_address, cancel_endpoint
         self.jobs_dir, self.results_dir = jobs_dir, results_dir
@@ -49,7 +51,9 @@ class JobRunner(threading.Thread):
         try:
             job.update(self.jobs_dir, state=LOADING, started=time.time())
             writer = self._writer()
-            loader = Loader(job.spec, writer, stop_loading, self.config.unit_size)
+            loader = Loader(job.spec, writer, stop_loading, self.config.unit_size, self._opener())
+            if loader.open_error:        # before any worker starts
+                raise JobEnded(FAILED, loader.open_error)
             job.update(self.jobs_dir, progress={"entries_estimate": loader.estimate})
             loader.start()
             executors = self._spawn(self._executor_count(loader))     # while the loader reads
@@ -69,13 +73,23 @@ class JobRunner(threading.Thread):
             stop_loading.set()
             self._release()
             if loader is not None:
-                loader.join()          # it may be writing: the files go only once it stopped
+                if loader.ident is not None:
+                    loader.join()      # it may be writing: the files go only once it stopped
+                loader.close()
             if writer is not None and outcome[0] != DONE:
                 writer.abort()         # a failed job leaves nothing that looks like a result
             # only now, with its workers gone, does the job count as finished
             state, reason, root = outcome
             log.info("job %s %s%s", job.id, state, f": {reason}" if reason else "")
             job.update(self.jobs_dir, state=state, root=root, error=reason if state == FAILED else None)
+
+    def _opener(self):
+        """How the loader opens a CSV: through the input policy, which also lets a job read
+        its own uploads (they are the job's csvs, under the data directory)."""
+        if self.inputs is None:
+            return None
+        own = tuple(self.job.spec.csvs) if self.job.record.get("uploads") else ()
+        return lambda path: self.inputs.open(path, own)
 
     def _check_cancel(self):
         if self.job.cancel_requested.is_set():
@@ -99,6 +113,7 @@ class JobRunner(threading.Thread):
     def _spawn(self, count):
         self.spawner = SPAWNERS[self.job.spec.spawner](self.config, self.cancel_endpoint,
                                                        **self.spawner_options)
+        self.spawner.job_id = self.job.id     # what the Docker spawners name and label per job
         try:
             return self.spawner.spawn_executors(count)
         except (SpawnError, OSError) as error:

@@ -4,8 +4,10 @@ Exit codes: 0 done (or the request succeeded), 1 the job failed or was cancelled
 2 usage or connection errors. The message on stderr says which.
 """
 import collections
+import errno
 import json
 import os
+import stat
 import sys
 import time
 
@@ -37,6 +39,9 @@ def _parser():
     build.add_argument("--batch-size", type=power_of_two, metavar="2^K",
                        help="mini-trees of 2^K entries instead of one per CSV")
     build.add_argument("--wait", action="store_true", help="follow the job; print its root last")
+    build.add_argument("--upload", action="store_true",
+                       help="send the CSVs to the daemon through its control socket (no shared "
+                            "file system needed); it deletes them when the job ends")
     for name, text in (("status", "a job's state and progress as JSON"), ("cancel", "cancel a job"),
                        ("proof", "an inclusion proof as JSON")):
         sub = commands.add_parser(name, help=text)
@@ -163,17 +168,36 @@ def _follow(client, job_id):
     return 1
 
 
+def _local_files(paths):
+    """Every CSV to upload is a regular file this client can read, before any is sent."""
+    for path in paths:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        if not os.access(path, os.R_OK):
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES), path)
+
+
 def _run(args, client):
     if args.command == "build":
-        spec = SubmitRequest([os.path.abspath(p) for p in args.csvs], args.executors, args.spawner,
-                             args.layout, args.n_bytes, args.batch_size)
+        if args.upload:
+            _local_files(args.csvs)
+            uploads = [client.upload(path) for path in args.csvs]
+            spec = SubmitRequest([], args.executors, args.spawner, args.layout, args.n_bytes,
+                                 args.batch_size, uploads)
+        else:
+            spec = SubmitRequest([os.path.abspath(p) for p in args.csvs], args.executors,
+                                 args.spawner, args.layout, args.n_bytes, args.batch_size)
         job_id = client.submit(spec)
         print(job_id, flush=True)
         return _follow(client, job_id) if args.wait else 0
     if args.command == "status":
         print(json.dumps(client.status(args.job), indent=2))
     elif args.command == "cancel":
-        print(f"{args.job}: {client.cancel(args.job)['state']}")
+        answer = client.cancel(args.job)
+        print(f"{args.job}: {answer['state']}" + (f" ({answer['cancel']})" if answer.get("cancel") else ""))
+        if answer.get("cancel"):          # refused: the job will end done
+            return 1
     elif args.command == "proof":
         print(json.dumps(client.proof(args.job, args.username), indent=2))
     elif args.command == "list":
@@ -195,6 +219,10 @@ def main(argv=None):
             return _run(args, client)
     except KeysError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:           # a CSV to upload that cannot be read here
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"{PROG}: error: {where}cannot read: {error.strerror or error}", file=sys.stderr)
         return 2
     except (KeyError, TypeError, ValueError, AttributeError):
         # a server that is not a summa-daemon of this version

@@ -41,6 +41,11 @@ class EntryBatch:
     balances: bytearray  # count * len(currencies) words, entry-major, 32 bytes little-endian
 
 
+def _q(text):
+    """repr() of a field for an error, cut to QUOTE_CHARS (a field may be megabytes long)."""
+    return repr(text) if len(text) <= QUOTE_CHARS else f"{text[:QUOTE_CHARS]!r}... ({len(text)} characters)"
+
+
 def _username_problem(name):
     """Why ``name`` cannot be an entry's username, or None."""
     if not name:
@@ -49,11 +54,11 @@ def _username_problem(name):
         return "bytes that are not valid UTF-8"
     if _CONTROL(name):
         # e.g. a leading NUL would give 'a' and '\0a' the same field value
-        return f"username {name!r} contains control characters"
+        return f"username {_q(name)} contains control characters"
     try:
         raw = name.encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates, only possible when called directly
-        return f"username {name!r} is not valid Unicode text"
+        return f"username {_q(name)} is not valid Unicode text"
     if len(raw) > _NAME_MAX_SAFE and int.from_bytes(raw, "big") >= P:
         return (f"username too long: {len(raw)} bytes, its value is not below the field "
                 f"modulus (at most {_NAME_MAX_SAFE} bytes always fit)")
@@ -80,12 +85,12 @@ def _header_problem(header):
     if any(_UNDECODABLE(c) for c in header):
         return "bytes that are not valid UTF-8"
     if header[0] != "username":
-        return f"bad header: first column must be 'username', got {header[0]!r}"
+        return f"bad header: first column must be 'username', got {_q(header[0])}"
     if len(header) < 2:
         return "bad header: no balance columns"
     for column in header[1:]:
         if not _COLUMN(column):
-            return (f"bad header: column {column!r} does not match "
+            return (f"bad header: column {_q(column)} does not match "
                     "balance_<CURRENCY>_<CHAIN> (letters, digits, '.', '-')")
     if len(set(header)) != len(header):
         dups = sorted({c for c in header if header.count(c) > 1})
@@ -108,12 +113,12 @@ def _row_problem(row, header, n_bytes):
         return problem
     for column, field in zip(header[1:], row[1:]):
         if field.startswith("-") and field[1:].isascii() and field[1:].isdigit():
-            return f"negative balance {field!r} in {column}"
+            return f"negative balance {_q(field)} in {column}"
         if not (field.isascii() and field.isdigit()):
-            return f"balance {field!r} in {column} is not a decimal integer"
+            return f"balance {_q(field)} in {column} is not a decimal integer"
         digits = field.lstrip("0")
         if len(digits) > 80 or int(digits or "0") >> (8 * n_bytes):
-            return f"balance {field!r} in {column} is out of range (must be < 2^{8 * n_bytes})"
+            return f"balance {_q(field)} in {column} is out of range (must be < 2^{8 * n_bytes})"
     return None
 
 
@@ -130,6 +135,10 @@ def _open(path):
 
 SEGMENT = 65536   # entries handed to a sink at a time
 CHUNK = 1 << 22   # bytes read at a time by scan_file
+# No line that could be valid is longer: at most 1 + MAX_CURRENCIES fields, each within the
+# csv module's field limit (131,072 characters). A longer one is refused before it is held.
+MAX_LINE_BYTES = 16 << 20
+QUOTE_CHARS = 80  # errors quote at most this much of a field
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -224,12 +233,40 @@ class _ScannedEntries:
             _sink(self.sink, *self.scanner.take())
 
 
+class _LongLine(Exception):
+    pass
+
+
+class _BoundedLines:
+    """The lines of text file f, refusing one longer than MAX_LINE_BYTES before holding it;
+    count: the lines given so far."""
+
+    def __init__(self, f):
+        self.f, self.count = f, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        line = self.f.readline(MAX_LINE_BYTES + 1)
+        if not line:
+            raise StopIteration
+        if len(line) > MAX_LINE_BYTES:
+            raise _LongLine
+        self.count += 1
+        return line
+
+
+_LONG_LINE = f"a line longer than {MAX_LINE_BYTES >> 20} MiB (no valid line is that long)"
+
+
 def _scan_text(f, path, n_bytes, header, entries, line0=0, file_header=None, on_header=None):
     """The csv module's path over the text file ``f``: each entry goes to entries.add(word,
     balances). ``line0`` lines of the file come before f's first one; with ``file_header``,
     the header was read already, else on_header(file_header) follows its checks.
     Returns the file's header."""
-    reader = csv.reader(f)
+    lines = _BoundedLines(f)
+    reader = csv.reader(lines)
     try:
         if file_header is None:
             file_header = next((row for row in reader if row), None)
@@ -249,6 +286,8 @@ def _scan_text(f, path, n_bytes, header, entries, line0=0, file_header=None, on_
             add(*entry)
     except csv.Error as e:
         raise CsvError(f"{path}:{line0 + reader.line_num}: malformed CSV: {e}") from None
+    except _LongLine:
+        raise CsvError(f"{path}:{line0 + lines.count + 1}: {_LONG_LINE}") from None
     return file_header
 
 
@@ -286,6 +325,28 @@ def _scan_python(path, n_bytes, header, sink, segment=SEGMENT):
         raise CsvError(f"{shown}: cannot read: {e.strerror or e}") from None
     except _SinkError as e:
         raise e.args[0] from None
+
+
+class FdReader(io.RawIOBase):
+    """An open file descriptor read from offset 0 with pread: its own position, so several
+    readers (one after the other, or in different threads) share one descriptor; closing it
+    leaves the descriptor open (its owner closes it)."""
+
+    def __init__(self, fd):
+        self.fd, self.offset = fd, 0
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        n = os.preadv(self.fd, [b], self.offset)
+        self.offset += n
+        return n
+
+
+def _binary(path, fd):
+    """The file to read: `path` opened, or the descriptor `fd` already open on it."""
+    return open(path, "rb", buffering=0) if fd is None else FdReader(fd)
 
 
 class _Chain(io.RawIOBase):
@@ -356,8 +417,11 @@ def _one_row(path, line, text):
         raise CsvError(f"{path}:{line}: malformed CSV: {e}") from None
 
 
-def scan_file(path, n_bytes, header, sink, segment=SEGMENT, chunk=CHUNK):
+def scan_file(path, n_bytes, header, sink, segment=SEGMENT, chunk=CHUNK, fd=None):
     """Read one CSV file with every check of SPEC section 4 except duplicate usernames.
+
+    fd: a descriptor open on the file, read instead of opening `path` (which errors still name),
+    from its start whatever its position.
 
     header: None for a job's first file, else the job's header list; a different header is a
     CsvError. sink(usernames, balances, count) gets at most ``segment`` entries at a time, in
@@ -370,19 +434,26 @@ def scan_file(path, n_bytes, header, sink, segment=SEGMENT, chunk=CHUNK):
     Lines are parsed in C (cython_ext/_csvscan.pyx); a line the C loop does not take is decided
     by the csv module with the same rules, and from a line with '"' or a lone CR on, the rest of
     the file is read by the csv module: the results and errors are those of _scan_python."""
-    return _scan_file(path, n_bytes, header, sink, segment, chunk)
+    return _scan_file(path, n_bytes, header, sink, segment, chunk, fd=fd)
 
 
-def _scan_file(path, n_bytes, header, sink, segment=SEGMENT, chunk=CHUNK, on_header=None):
+def _scan_file(path, n_bytes, header, sink, segment=SEGMENT, chunk=CHUNK, on_header=None, fd=None):
     _check_scan_args(n_bytes, segment)
     shown = os.fspath(path)
     try:
-        with open(path, "rb", buffering=0) as f:
+        with _binary(path, fd) as f:
             return _scan_open(f, shown, n_bytes, header, sink, segment, chunk, on_header)
     except OSError as e:
         raise CsvError(f"{shown}: cannot read: {e.strerror or e}") from None
     except _SinkError as e:
         raise e.args[0] from None
+
+
+def _fill_line(chunks, path, line):
+    """Read more for the line that starts at chunks.pos, unless it is already too long."""
+    if chunks.have - chunks.pos >= MAX_LINE_BYTES:
+        raise CsvError(f"{path}:{line}: {_LONG_LINE}")
+    chunks.fill()
 
 
 def _scan_open(f, path, n_bytes, header, sink, segment, chunk, on_header):
@@ -404,7 +475,7 @@ def _scan_open(f, path, n_bytes, header, sink, segment, chunk, on_header):
             return _finish(path, file_header, entries)
         if chunks.eof:
             raise CsvError(f"{path}: empty file (no header)")
-        chunks.fill()
+        _fill_line(chunks, path, finder.line)
     line = finder.line
     file_header = _one_row(path, line, _line_text(chunks, finder))
     _check_header(file_header, path, line, header)
@@ -439,27 +510,27 @@ def _scan_open(f, path, n_bytes, header, sink, segment, chunk, on_header):
             elif chunks.eof:
                 break
             else:
-                chunks.fill()
+                _fill_line(chunks, path, scanner.line)
     except CsvError as e:
         return _finish(path, file_header, entries, e)
     return _finish(path, file_header, entries)
 
 
-def line_of_entry(path, k):
+def line_of_entry(path, k, fd=None):
     """The line (1-based, as in errors) where entry k (0-based, blank lines not counted) of a
     file that scanned cleanly starts. Counted in C, but for a file's part from a line with '"'
-    or a lone CR on (the csv module's line rules)."""
-    return _entry_lines(path, k)[0]
+    or a lone CR on (the csv module's line rules). fd: as for scan_file."""
+    return _entry_lines(path, k, fd=fd)[0]
 
 
-def _entry_lines(path, k, chunk=CHUNK):
+def _entry_lines(path, k, chunk=CHUNK, fd=None):
     """(first line, last line) of the k-th record after the header: they differ only for a
     quoted record with line breaks, never a valid entry (no field of one holds a CR or LF)."""
     shown = os.fspath(path)
     if isinstance(k, bool) or not isinstance(k, int) or k < 0:
         raise ValueError(f"entry index must be a non-negative integer, got {k!r}")
     try:
-        with open(path, "rb", buffering=0) as f:
+        with _binary(path, fd) as f:
             chunks = _Chunks(f, chunk)
             chunks.start()
             counter = _csvscan.Scanner(1, 1, 1)
@@ -569,7 +640,7 @@ class _Job:
                 first = found.args[0]
                 break
         name = word_to_username(word)
-        return CsvError(f"{path}:{line_of_entry(path, where)}: duplicate username {name!r} "
+        return CsvError(f"{path}:{line_of_entry(path, where)}: duplicate username {_q(name)} "
                         f"(first seen at {first_path}:{line_of_entry(first_path, first)})")
 
 

@@ -28,6 +28,7 @@ WORKER_MODULE = "summa_aggregation.worker.cli"
 FINISHED = ("done", "failed", "cancelled")
 CURRENCIES = ["ETH_ETH", "USDT_ETH", "BTC_BTC", "DAI_ETH", "USDC_ETH", "SOL_SOL", "XRP_XRP", "ADA_ADA"]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+TEST_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")   # the fixtures' directory
 _FIRST_LINE = re.compile(r"summa-daemon: control on (\S+), cancellations on (\S+), data in (.+)")
 
 # every DaemonProcess made in the current test; conftest's autouse fixture stops them after it
@@ -105,6 +106,12 @@ def _toml_value(value):
     return json.dumps(str(value))     # a JSON string is a valid TOML basic string
 
 
+def test_inputs(tmp_path):
+    """The input_dirs of a test's daemon: its tmp_path (where tests write their CSVs; the
+    daemon's own data directory in it stays out of reach) and tests/data (the fixtures)."""
+    return [str(tmp_path), TEST_DATA]
+
+
 def write_toml(path, settings):
     with open(path, "w", encoding="utf-8") as handle:
         for key, value in settings.items():
@@ -115,8 +122,9 @@ def write_toml(path, settings):
 class DaemonProcess:
     """summa-daemon --config FILE, on 127.0.0.1 ports it picks; data in tmp_path/data by default.
 
-    `config` adds to or overrides the settings written to the TOML file; `env` is added to the
-    daemon's environment (and so to its workers'), e.g. {"SUMMA_KERNEL": "portable"}.
+    `config` adds to or overrides the settings written to the TOML file (input_dirs: tmp_path
+    and tests/data unless it says); `env` is added to the daemon's environment (and so to its
+    workers'), e.g. {"SUMMA_KERNEL": "portable"}.
     """
 
     def __init__(self, tmp_path, config=None, env=None, data_dir=None, args=(), start_seconds=30,
@@ -130,7 +138,7 @@ class DaemonProcess:
         number = len(list(tmp_path.glob("daemon-*.toml")))
         self.settings = {"control": "tcp://127.0.0.1:*", "cancel": "tcp://127.0.0.1:*",
                          "data_dir": self.data_dir, "heartbeat_interval": 0.2,
-                         "heartbeat_liveness": 3, **(config or {})}
+                         "heartbeat_liveness": 3, "input_dirs": test_inputs(tmp_path), **(config or {})}
         if "keys_dir" not in self.settings:
             self.settings.setdefault("insecure", True)   # plaintext, said explicitly
         self.config_path = write_toml(tmp_path / f"daemon-{number}.toml", self.settings)
@@ -251,6 +259,7 @@ def job_id_of(stdout):
 def run_job(tmp_path, endpoints, csv, batch_size=64, while_running=None, **config):
     """One job on an in-process daemon whose mock spawner hands out the workers at `endpoints`;
     while_running() is called once the job runs. Returns the job's final record."""
+    config.setdefault("input_dirs", test_inputs(tmp_path))
     daemon = Daemon(DaemonConfig(control="inproc://run-job", cancel="tcp://127.0.0.1:*",
                                  data_dir=str(tmp_path / "data"), heartbeat_interval=0.2,
                                  max_retries=2, insecure=True, **config),
@@ -273,7 +282,9 @@ def run_job(tmp_path, endpoints, csv, batch_size=64, while_running=None, **confi
 
 @contextmanager
 def daemon_in_process(data_dir, **config):
-    """A daemon in this process (its workers are real local processes), and a client of it."""
+    """A daemon in this process (its workers are real local processes), and a client of it;
+    it reads CSVs from the directory around data_dir and tests/data unless input_dirs says."""
+    config.setdefault("input_dirs", test_inputs(os.path.dirname(os.path.abspath(data_dir))))
     daemon = Daemon(DaemonConfig(control=f"inproc://in-process-{uuid.uuid4().hex}",
                                  cancel="tcp://127.0.0.1:*", data_dir=str(data_dir), insecure=True,
                                  log_level="WARNING", **config))

@@ -397,3 +397,41 @@ def test_widen():
     assert _widened(b"", 5) == b""
     with pytest.raises(ValueError):
         _records.widen(b"\x01\x02\x03", 2, 2, bytearray(64))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("quoted", [False, True], ids=["fast-path", "csv-module-path"])
+def test_a_line_longer_than_any_valid_one_is_refused_before_it_is_held(tmp_path, quoted):
+    """A hostile file (an upload, say) of one endless line costs a bounded buffer, not its
+    size, and the error names the line without quoting it."""
+    import tracemalloc
+    path = tmp_path / "long.csv"
+    with open(path, "wb") as handle:
+        handle.write(b'username,balance_ETH_ETH\nalice,1\n' + (b'"q",1\n' if quoted else b""))
+        for _ in range(96):                                # 96 MiB, no line end
+            handle.write(b"7" * (1 << 20))
+    line = 4 if quoted else 3
+    outcomes = []
+    for reader in (_scan_python, scan_file):
+        tracemalloc.start()
+        try:
+            outcomes.append(run(reader, path, 8))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 48 << 20, f"{reader.__name__}: peak {peak >> 20} MiB for a 96 MiB line"
+    assert outcomes[0] == outcomes[1]
+    message, calls = outcomes[0]
+    assert message == f"{path}:{line}: a line longer than 16 MiB (no valid line is that long)"
+    assert sum(count for _, _, count in calls) == (2 if quoted else 1)   # the entries before it
+
+
+@pytest.mark.timeout(60)
+def test_errors_quote_at_most_a_little_of_a_field(tmp_path):
+    for text, what in ((b"x" * 100_000 + b",balance_ETH_ETH\n", "first column"),
+                       (b"username,balance_ETH_ETH\nalice," + b"9" * 100_000 + b"x\n", "balance")):
+        path = tmp_path / "q.csv"
+        path.write_bytes(text)
+        message, _ = same(path, 8)
+        assert what in message and len(message) < len(str(path)) + 250, message
+        assert "(100001 characters)" in message or "(100000 characters)" in message

@@ -518,7 +518,8 @@ def test_submit_exit_codes(daemon, tmp_path, fixtures_dir):
 def test_workers_that_never_answer_fail_the_job(tmp_path, fixtures_dir):
     config = DaemonConfig(control="tcp://127.0.0.1:*", cancel="tcp://127.0.0.1:*", insecure=True,
                           data_dir=str(tmp_path / "data"), heartbeat_interval=0.1,
-                          heartbeat_liveness=2, max_retries=1, log_level="WARNING")
+                          heartbeat_liveness=2, max_retries=1, log_level="WARNING",
+                          input_dirs=[str(fixtures_dir)])
     nowhere = f"tcp://127.0.0.1:{free_port()}"
     daemon = Daemon(config, spawner_options={"endpoints": [nowhere]})
     serving = threading.Thread(target=daemon.serve, name="test-daemon", daemon=True)

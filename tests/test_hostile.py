@@ -52,8 +52,9 @@ FUZZ = settings(max_examples=1000, deadline=None, derandomize=True, database=Non
 COMMANDS = sorted(wire.COMMAND_NAMES)
 BUILD_FIELDS = ["job", "batch", "count", "n_currencies", "layout", "n_bytes", "depth", "usernames",
                 "balances", "json", "currencies"]
-SUBMIT_FIELDS = ["csvs", "executors", "spawner", "layout", "n_bytes", "batch_size"]
-FIELDS = sorted(set(BUILD_FIELDS + SUBMIT_FIELDS + ["username", "seq", "code", "message"]))
+SUBMIT_FIELDS = ["csvs", "executors", "spawner", "layout", "n_bytes", "batch_size", "uploads"]
+UPLOAD_FIELDS = ["upload", "name", "size", "offset", "data", "sha256"]
+FIELDS = sorted(set(BUILD_FIELDS + SUBMIT_FIELDS + UPLOAD_FIELDS + ["username", "seq", "code", "message"]))
 
 
 def peak_rss_mb(pid):
@@ -161,7 +162,8 @@ def check_submit(body):
 
 def try_checks(body):
     """Run every field check on a body: each returns or raises ProtocolError, nothing else."""
-    for check in (check_build, check_submit, wire.check_job, wire.check_cancel):
+    for check in (check_build, check_submit, wire.check_job, wire.check_cancel, wire.read_upload,
+                  wire.read_chunk, wire.read_finish):
         try:
             result = check(body)
         except ProtocolError as error:
@@ -174,7 +176,13 @@ def try_checks(body):
             assert len(result.usernames) == 32 * result.count
             assert len(result.balances) == 32 * result.count * result.n_currencies
         elif isinstance(result, SubmitRequest):
-            assert result.csvs and 1 <= result.executors <= 1024
+            assert bool(result.csvs) != bool(result.uploads) and 1 <= result.executors <= 1024
+        elif check is wire.read_upload:
+            assert result.size >= 0 and result.name and "/" not in result.name
+        elif check is wire.read_chunk:
+            assert re.fullmatch(r"[0-9a-f]{32}", result[0]) and result[1] >= 0 and isinstance(result[2], bytes)
+        elif check is wire.read_finish:
+            assert re.fullmatch(r"[0-9a-f]{32}", result[0]) and re.fullmatch(r"[0-9a-f]{64}", result[1])
         else:
             assert isinstance(result, str) and re.fullmatch(r"[A-Za-z0-9._:-]{1,128}", result)
 
@@ -210,11 +218,20 @@ def valid_submit_body():
     return SubmitRequest(["/tmp/a.csv"], 2, "mock", "interleaved", 14, 4).body()
 
 
+def valid_upload_body():
+    return {"name": "users.csv", "size": 1000}
+
+
+def valid_chunk_body():
+    return {"upload": "0123456789abcdef" * 2, "offset": 0, "data": b"username,", "sha256": "ab" * 32}
+
+
 @st.composite
 def near_valid(draw, wide=True):
     """A valid BUILD, SUBMIT or job body with a few fields dropped, added or replaced (by
     integers beyond msgpack's range too, when `wide`)."""
-    body = draw(st.sampled_from([valid_build_body, valid_submit_body, lambda: {"job": "job-1"}]))()
+    body = draw(st.sampled_from([valid_build_body, valid_submit_body, lambda: {"job": "job-1"},
+                                 valid_upload_body, valid_chunk_body]))()
     for key in draw(st.lists(st.sampled_from(FIELDS), max_size=3, unique=True)):
         if draw(st.integers(0, 3)) == 0:
             body.pop(key, None)
@@ -234,6 +251,10 @@ def near_valid(draw, wide=True):
 @example(body={**valid_build_body(), "count": 0, "usernames": b"", "balances": b""})
 @example(body={**valid_submit_body(), "batch_size": 1 << 31})
 @example(body={**valid_submit_body(), "csvs": [b"/tmp/a.csv"]})
+@example(body={**valid_submit_body(), "csvs": [], "uploads": ["0123456789abcdef" * 2]})
+@example(body={**valid_submit_body(), "uploads": ["0123456789abcdef" * 2]})
+@example(body={"name": "../x.csv", "size": 3})
+@example(body=valid_chunk_body())
 def test_field_checks_accept_or_raise_protocol_error(body):
     try_checks(body)
 
@@ -420,7 +441,7 @@ def garbage(rng, commands):
         return [wire.HEADER, rng.choice(commands),
                 rng.choice([b"\x91", b"\x81\xa1a"]) * rng.randrange(100, 3000)]
     if kind == 5:
-        body = rng.choice([valid_build_body, valid_submit_body,
+        body = rng.choice([valid_build_body, valid_submit_body, valid_upload_body, valid_chunk_body,
                            lambda: {"job": "job-1", "username": "alice"}])()
         return [wire.HEADER, rng.choice(commands), pack(mutated(rng, body))]
     if kind == 6:
@@ -641,7 +662,7 @@ def test_a_message_of_many_frames_is_dropped_within_the_memory_limit(sockets, tm
     pid = worker.process.pid
     try:
         idle = peak_rss_mb(pid)
-        curve = KeyDir(keys).curve("client").for_server(KeyDir(keys).public("worker")) if keys else None
+        curve = KeyDir(keys).curve("daemon").for_server(KeyDir(keys).public("worker")) if keys else None
         assert flood_of_frames(sockets, worker.endpoint, curve) == "disconnected"
         assert peak_rss_mb(pid) < idle + 64 + GUARD_SLACK_MB
         with WorkerClient(worker.endpoint, timeout=30, keys=KeyDir(keys) if keys else None) as client:
@@ -700,7 +721,8 @@ def test_millions_of_one_byte_frames_are_dropped_within_the_memory_limit(sockets
 
 # ---- 4. garbage on the daemon's control socket ------------------------------------------------------
 
-DAEMON_COMMANDS = [wire.SUBMIT, wire.STATUS, wire.PROOF, wire.LIST, wire.CANCEL]   # never SHUTDOWN
+DAEMON_COMMANDS = [wire.SUBMIT, wire.STATUS, wire.PROOF, wire.LIST, wire.CANCEL, wire.UPLOAD, wire.CHUNK,
+                   wire.FINISH]   # never SHUTDOWN
 
 
 def daemon_garbage(rng, job):

@@ -128,7 +128,8 @@ def test_jobs_in_a_row_leave_no_heap_behind(tmp_path):
     jobs: once, libzmq kept 32 KB of every exited worker's connection to the cancel PUB."""
     write_csv(tmp_path / "tiny.csv", 16, 1)
     daemon = Daemon(DaemonConfig(control="inproc://heap-test", cancel="tcp://127.0.0.1:*",
-                                 data_dir=str(tmp_path / "data"), heartbeat_interval=0.2, insecure=True))
+                                 data_dir=str(tmp_path / "data"), heartbeat_interval=0.2, insecure=True,
+                                 input_dirs=[str(tmp_path)]))
     serving = threading.Thread(target=daemon.serve)
     serving.start()
     spec = SubmitRequest([str(tmp_path / "tiny.csv")], 1, "mock", "interleaved", 14)

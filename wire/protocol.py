@@ -30,10 +30,14 @@ PROOF = b"\x12"    # an inclusion proof from a finished job
 LIST = b"\x13"     # every job the daemon knows
 SHUTDOWN = b"\x14" # stop the daemon gracefully
 REPLY = b"\x15"    # the daemon's answer to any of the above
+UPLOAD = b"\x16"   # begin sending a CSV to the daemon: its name and size; REPLY names the upload
+CHUNK = b"\x17"    # the next bytes of an upload, at their offset (at most the chunk size it was given)
+FINISH = b"\x18"   # the upload is whole: the SHA-256 of what was sent; REPLY once it is on disk
 
 COMMAND_NAMES = {BUILD: "BUILD", RESULT: "RESULT", ERROR: "ERROR", PING: "PING", PONG: "PONG",
                  CANCEL: "CANCEL", SUBMIT: "SUBMIT", STATUS: "STATUS", PROOF: "PROOF",
-                 LIST: "LIST", SHUTDOWN: "SHUTDOWN", REPLY: "REPLY"}
+                 LIST: "LIST", SHUTDOWN: "SHUTDOWN", REPLY: "REPLY", UPLOAD: "UPLOAD",
+                 CHUNK: "CHUNK", FINISH: "FINISH"}
 
 CANCEL_TOPICS = b"cancel."   # what workers subscribe to; the only subscription the daemon keeps
 
@@ -54,6 +58,8 @@ class Code(enum.IntEnum):
     NO_SUCH_JOB = 10        # the daemon knows no job by that id
     NOT_READY = 11          # the job has no result (yet, or ever): no proof to give
     NOT_FOUND = 12          # the username is not in the job's tree
+    NO_SUCH_UPLOAD = 13     # the daemon knows no upload by that id (or no longer: it was refused, expired or used)
+    OVER_LIMIT = 14         # an upload beyond the daemon's limits (max_upload_mb, max_uploads, free disk)
 
 
 def cancel_topic(job):
