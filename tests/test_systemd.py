@@ -43,9 +43,11 @@ UNIT_BIN_DIR = "/opt/summa/bin"
 # The daemon's config contract: every key, with its default (daemon.toml shows the defaults).
 CONFIG_DEFAULTS = {
     "control": "tcp://127.0.0.1:5555", "cancel": "tcp://127.0.0.1:*", "cancel_public": "",
-    "data_dir": "/var/lib/summa-aggregation", "max_parallel_jobs": 1, "heartbeat_interval": 1.0,
+    "data_dir": "/var/lib/summa-aggregation", "input_dirs": ["inputs"], "max_upload_mb": 16384,
+    "max_uploads": 8, "upload_timeout": 300.0, "max_parallel_jobs": 1, "heartbeat_interval": 1.0,
     "heartbeat_liveness": 3, "max_retries": 3, "default_executors": 2, "default_spawner": "mock",
     "worker_threads": 1, "log_level": "INFO", "worker_image": "summa-aggregation",
+    "worker_memory_mb": 0,
     "cloud_compose_file": "", "cloud_stack": "summa_aggregation", "cloud_service": "mini-tree",
     "cloud_hosts": ["127.0.0.1"], "cloud_port": 4000, "verify_leaves": 8, "verify_full": False, "unit_size": 0,
     "proof_cache_mb": 128, "max_memory_mb": 0, "keys_dir": "/etc/summa-aggregation/keys", "insecure": False,
@@ -141,7 +143,8 @@ def test_unit_has_the_required_settings(path):
     unit = read_unit(path)
     assert last(unit, "WantedBy", "Install") == "multi-user.target"
     assert last(unit, "Type") in ("simple", "exec")
-    assert last(unit, "User") == "summa" and last(unit, "Group") == "summa"
+    user = "summa-worker" if path == WORKER_UNIT else "summa"   # workers cannot read the daemon's keys
+    assert last(unit, "User") == user and last(unit, "Group") == user
     assert last(unit, "Restart") == "on-failure" and last(unit, "RestartSec")
     assert last(unit, "KillSignal") == "SIGTERM"
     for key, value in HARDENING.items():
@@ -222,7 +225,7 @@ def test_sysusers_entry_creates_the_user_the_units_run_as():
     entries = [line.split() for line in
                (SYSTEMD_DIR / "summa-aggregation.sysusers.conf").read_text().splitlines()
                if line.strip() and not line.startswith("#")]
-    assert [(e[0], e[1]) for e in entries] == [("u", "summa")]
+    assert [(e[0], e[1]) for e in entries] == [("u", "summa"), ("u", "summa-worker")]
 
 
 # ---------------------------------------------------------------------------- systemd-analyze
@@ -556,15 +559,21 @@ def _start_and_stop_daemon(prefix, directory):
             return _describe(daemon.returncode, log.read_text())
         if not monitor.poll(0):
             return "its control socket accepted no connection within 30 s"
-        # One job with the mock spawner: its workers run as the daemon's children, under the
-        # same filters.
-        csvs = sorted(FIXTURES.glob("entry_16_[1-4].csv"))
-        job = subprocess.run([BIN_DIR / "summa-submit", "--daemon", control, "--keys", keys,
-                              "build", "--wait", *csvs], capture_output=True, text=True, timeout=60)
-        lines = job.stdout.splitlines()
-        if job.returncode != 0 or not lines or '"hash"' not in lines[-1]:
-            return (f"summa-submit build --wait: exit status {job.returncode}, "
-                    f"{job.stdout[-300:]!r} {job.stderr[-300:]!r}; daemon: {log.read_text()[-500:]}")
+        # Two jobs with the mock spawner (their workers run as the daemon's children, under the
+        # same filters): CSVs in the example config's input_dirs (data_dir/inputs, which the
+        # daemon made at start), then the same CSVs uploaded through the control socket.
+        csvs = []
+        for csv in sorted(FIXTURES.glob("entry_16_[1-4].csv")):
+            csvs.append(data_dir / "inputs" / csv.name)
+            shutil.copyfile(csv, csvs[-1])
+        for how in ([], ["--upload"]):
+            job = subprocess.run([BIN_DIR / "summa-submit", "--daemon", control, "--keys", keys,
+                                  "build", "--wait", *how, *csvs], capture_output=True, text=True,
+                                 timeout=60)
+            lines = job.stdout.splitlines()
+            if job.returncode != 0 or not lines or '"hash"' not in lines[-1]:
+                return (f"summa-submit build --wait {' '.join(how)}: exit status {job.returncode}, "
+                        f"{job.stdout[-300:]!r} {job.stderr[-300:]!r}; daemon: {log.read_text()[-500:]}")
         if daemon.poll() is not None:
             return _describe(daemon.returncode, log.read_text())
         daemon.send_signal(signal.SIGTERM)

@@ -8,13 +8,15 @@ from .protocol import DEFAULT_MAX_MESSAGE_BYTES
 def new_socket(context, kind, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES, curve=None):
     """linger 0, a size limit on messages, and CURVE when `curve` (a keys.Curve) is given: a
     server socket when it has no server_public (peers are then checked by the context's
-    authenticator), a client socket otherwise."""
+    authenticator against the list of the role it admits, its ZAP domain), a client socket
+    otherwise."""
     sock = context.socket(kind)
     sock.linger = 0
     sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
     if curve is not None:
         sock.curve_publickey, sock.curve_secretkey = curve.public, curve.secret
         if curve.server_public is None:
+            sock.zap_domain = (curve.admits or "").encode()    # none: the authenticator admits nobody
             sock.curve_server = True
         else:
             sock.curve_serverkey = curve.server_public

@@ -63,7 +63,8 @@ class WorkerClient(wire.SocketClient):
                  max_message_bytes=wire.DEFAULT_MAX_MESSAGE_BYTES, keys=None):
         self.context = context or zmq.Context.instance()
         self.timeout, self.max_message_bytes = timeout, max_message_bytes
-        curve = keys.curve("client").for_server(keys.public("worker")) if keys else None
+        # a worker admits daemon keys only: this client speaks as the daemon does
+        curve = keys.curve("daemon").for_server(keys.public("worker")) if keys else None
         self.socket = wire.new_socket(self.context, zmq.DEALER, max_message_bytes, curve=curve)
         self.socket.connect(endpoint)
 
@@ -107,7 +108,8 @@ def main(argv=None):
     parser.add_argument("--endpoint", help="instead of --port: tcp://HOST:PORT")
     parser.add_argument("--timeout", type=float, default=10.0)
     parser.add_argument("--keys", metavar="DIR", default=os.environ.get("SUMMA_KEYS") or None,
-                        help="CURVE key directory (summa-keys), or $SUMMA_KEYS")
+                        help="CURVE key directory (summa-keys) holding the daemon's pair (workers "
+                             "admit daemon keys only), or $SUMMA_KEYS")
     args = parser.parse_args(argv)
     endpoint = args.endpoint or f"tcp://127.0.0.1:{args.port}"
     request = build_request("seed", 0, SEED_ENTRIES, as_json=True, currencies=SEED_CURRENCIES)

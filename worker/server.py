@@ -23,7 +23,7 @@ from .. import wire
 from ..cython_ext import _kernel
 from ..mst.tree import MerkleSumTree, RangeCheckError
 from ..wire import Code, ProtocolError
-from ..wire.keys import start_authenticator
+from ..wire.keys import SOCKET_ROLES, start_authenticator
 from ..wire.memory import MemoryGuard, default_budget, over_limit_message, rebind
 from .build_request import check_build
 
@@ -53,9 +53,10 @@ class Worker:
         self.context = context or zmq.Context.instance()
         self.max_message_bytes = max_message_bytes
         curve, self.authenticator = None, None
-        if keys is not None:    # CURVE: only peers with a key in keys/authorized get through
+        if keys is not None:    # CURVE: only daemon keys (keys/authorized/daemon) get through
             curve = keys.curve("worker")
-            self.authenticator = start_authenticator(self.context, keys.authorized(), "summa-worker")
+            self.authenticator = start_authenticator(self.context, keys, "summa-worker", ("worker",))
+            curve = curve.admitting(SOCKET_ROLES["worker"])
         self.curve = curve
         self.router = wire.new_socket(self.context, zmq.ROUTER, max_message_bytes, curve=curve)
         self.router.bind(bind)

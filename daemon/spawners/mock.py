@@ -41,8 +41,8 @@ class MockSpawner(ExecutorSpawner):
                    "--bind", "tcp://127.0.0.1:*", "--threads", str(self.worker_threads)]
         if self.cancel_endpoint:
             command += ["--cancel", self.cancel_endpoint]
-        if self.config.keys_dir:
-            command += ["--keys", self.config.keys_dir]
+        if self.config.keys_dir:     # its own pair and the daemon's public key, nothing else
+            command += ["--keys", self.config.worker_keys_dir()]
         else:
             command += ["--insecure"]    # the daemon itself was explicitly set to plaintext
         return command
