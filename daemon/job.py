@@ -8,6 +8,7 @@ import time
 
 from .. import wire
 from ..mst.limits import check_n_bytes, check_power_of_two, layout_code
+from ..mst.store_v1 import fsync_dir
 
 log = logging.getLogger("summa.daemon")
 
@@ -39,6 +40,7 @@ class Job:
         self.id, self.spec = job_id, spec
         self.lock = threading.Lock()
         self.cancel_requested = threading.Event()
+        self.committed = False     # its result is being published: no cancellation can win
         self.record = record or {
             "job": job_id, "state": QUEUED, "error": None, "root": None,
             "spec": spec.body(), "submitted": time.time(), "started": None, "loaded": None,
@@ -54,6 +56,22 @@ class Job:
     @property
     def progress(self):
         return self.record["progress"]
+
+    def request_cancel(self):
+        """Ask the job to stop; False when it is too late (its result is being published)."""
+        with self.lock:
+            if self.committed:
+                return False
+            self.cancel_requested.set()
+            return True
+
+    def commit(self):
+        """The point of no return, just before the result's rename: JobEnded when a cancel
+        came first; after it, request_cancel() says it is too late. One lock decides."""
+        with self.lock:
+            if self.cancel_requested.is_set():
+                raise JobEnded(CANCELLED, "cancelled")
+            self.committed = True
 
     def count(self, **increments):
         """Add to progress counters (in memory; the next state change persists them)."""
@@ -80,6 +98,7 @@ class Job:
                     handle.flush()
                     os.fsync(handle.fileno())
                 os.replace(path + ".tmp", path)
+                fsync_dir(jobs_dir)        # the rename itself must survive a crash
             except OSError as error:
                 # the record stays right in memory; on disk the last good one stays whole
                 log.error("job %s: cannot write its record %s: %s", self.id, path, error.strerror)

@@ -39,7 +39,7 @@ def write_result(job, shape, roots, writer, currencies, before_saving=lambda: No
         "job": job.id, "inputs": list(spec.csvs), "batch_size": spec.batch_size,
     }
     try:
-        writer.finish(shape, upper, manifest)
+        writer.finish(shape, upper, manifest, before_publish=job.commit)
     except (OSError, StoreError) as error:   # a full or failing disk: nothing half-written stays
         raise JobEnded(FAILED, f"cannot write the result to {writer.target}: "
                        f"{getattr(error, 'strerror', None) or error}") from None

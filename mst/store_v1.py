@@ -43,8 +43,9 @@ def _write(directory, name, chunks, files):
     files[name] = {"bytes": size, "sha256": digest.hexdigest()}
 
 
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY)
+def fsync_dir(path):
+    """Make the names in directory `path` durable (a rename is only in its directory)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:
@@ -52,7 +53,8 @@ def _fsync_dir(path):
 
 
 def publish(temporary, directory):
-    """Rename temporary to directory, never replacing anything already there.
+    """Rename temporary to directory, never replacing anything already there, and fsync the
+    parent directories, so that the new name survives a crash.
 
     Plain rename() silently replaces an empty directory, so use renameat2(RENAME_NOREPLACE)
     where the C library and file system offer it, and a checked rename elsewhere."""
@@ -61,7 +63,7 @@ def publish(temporary, directory):
         at_fdcwd, rename_noreplace = -100, 1
         if renameat2(at_fdcwd, os.fsencode(temporary), at_fdcwd, os.fsencode(directory),
                      rename_noreplace) == 0:
-            return
+            return _fsync_parents(temporary, directory)
         code = ctypes.get_errno()
         if code == errno.EEXIST:
             raise StoreError(f"{directory}: already exists (results are never overwritten)")
@@ -70,6 +72,14 @@ def publish(temporary, directory):
     if os.path.lexists(directory):
         raise StoreError(f"{directory}: already exists (results are never overwritten)")
     os.rename(temporary, directory)
+    _fsync_parents(temporary, directory)
+
+
+def _fsync_parents(temporary, directory):
+    """Both parents: the new name in one, the old one gone from the other (if elsewhere)."""
+    parents = {os.path.dirname(os.path.abspath(p)) for p in (directory, temporary)}
+    for parent in sorted(parents):
+        fsync_dir(parent)
 
 
 def save(tree, directory, n_bytes, extra=None):
@@ -96,9 +106,8 @@ def save(tree, directory, n_bytes, extra=None):
             "entries": tree.count, "root": tree.root.to_json(), "files": files, **(extra or {}),
         }
         _write(temporary, "manifest.json", [json.dumps(manifest, indent=1).encode() + b"\n"], {})
-        _fsync_dir(temporary)
+        fsync_dir(temporary)
         publish(temporary, directory)
-        _fsync_dir(parent)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise

@@ -19,7 +19,7 @@ from ..cython_ext import _records
 from ..cython_ext.params import WORD
 from .index import IndexBuilder, new_key
 from .limits import record_bytes
-from .store_v1 import StoreError, _fsync_dir, publish
+from .store_v1 import StoreError, fsync_dir, publish
 
 FORMAT = "summa-aggregation-result"
 VERSION = 2
@@ -150,8 +150,9 @@ class ResultWriter:
 
     # ---- the end ----------------------------------------------------------------------------
 
-    def finish(self, shape, upper, manifest):
-        """Write upper.bin and the manifest, fsync, and publish under the target's name."""
+    def finish(self, shape, upper, manifest, before_publish=lambda: None):
+        """Write upper.bin and the manifest, fsync, and publish under the target's name;
+        before_publish may still refuse (raise) once everything but the rename is done."""
         files = self.files
         files["usernames.bin"], files["balances.bin"] = self.usernames.entry(), self.balances.entry()
         digests = [self.slot_digests[s] for s in range(shape.units)]
@@ -172,9 +173,9 @@ class ResultWriter:
             handle.flush()
             os.fsync(handle.fileno())
         self._close()
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
+        before_publish()          # the last moment a cancellation can still win
         publish(self.directory, self.target)
-        _fsync_dir(self.parent)
         return self.target
 
     def _close(self):

@@ -1,4 +1,5 @@
 """The kernel's cancellation flag and progress counter (_kernel.Control)."""
+import os
 import random
 import threading
 import time
@@ -106,3 +107,63 @@ def test_done_accumulates_across_builds():
     MerkleSumTree.build(usernames, balances, 16, 1, control=control)
     MerkleSumTree.build(usernames, balances, 16, 1, control=control)
     assert control.done == 2 * 31
+
+
+# ---- a cancel and the result's publication: one of them wins, and the answer says which ----
+
+from daemon_helpers import FINISHED, daemon_in_process, wait_until, write_csv   # noqa: E402
+from summa_aggregation.daemon.client import DaemonClient                         # noqa: E402
+from summa_aggregation.daemon.job import CANCELLED, Job, JobEnded               # noqa: E402
+from summa_aggregation.mst import store_writer                                   # noqa: E402
+from summa_aggregation.wire import SubmitRequest                                 # noqa: E402
+
+
+def test_cancel_and_commit_exclude_each_other():
+    first = Job("a", None, record={"state": "running"})
+    assert first.request_cancel()
+    with pytest.raises(JobEnded) as ended:
+        first.commit()
+    assert ended.value.state == CANCELLED
+    second = Job("b", None, record={"state": "running"})
+    second.commit()
+    assert not second.request_cancel() and not second.cancel_requested.is_set()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("when", ["during the final write", "after the commit"])
+def test_a_cancel_during_the_final_write_wins_or_is_refused(tmp_path, monkeypatch, when):
+    """The client that cancels while the result is being written learns the truth: either the
+    job ends cancelled with no result directory, or the answer says it is too late and it ends
+    done. (The old daemon answered "cancelling" and then published.)"""
+    write_csv(tmp_path / "e.csv", 300, seed=5)
+    answers, honest_fsync, honest_commit = [], store_writer.fsync_dir, Job.commit
+    with daemon_in_process(tmp_path / "data") as (daemon, client):
+        def cancel_now():
+            with DaemonClient(daemon.control_endpoint, timeout=30) as other:   # as a user would
+                answers.append(other.cancel(job))
+
+        def fsync_then_cancel(path):          # the final write: every file is written, fsynced
+            honest_fsync(path)
+            if when == "during the final write" and not answers:
+                cancel_now()
+
+        def commit_then_cancel(self):
+            honest_commit(self)
+            if when == "after the commit":
+                cancel_now()
+
+        monkeypatch.setattr(store_writer, "fsync_dir", fsync_then_cancel)
+        monkeypatch.setattr(Job, "commit", commit_then_cancel)
+        job = client.submit(SubmitRequest([str(tmp_path / "e.csv")], 2, "mock", "interleaved", 14, 64))
+        record = wait_until(lambda: (lambda r: r if r["state"] in FINISHED else None)(client.status(job)),
+                            seconds=60, interval=0.02)
+    results = os.path.join(tmp_path / "data", "results")
+    if when == "during the final write":
+        assert answers == [{"job": job, "state": "cancelling"}]
+        assert record["state"] == "cancelled" and record["root"] is None
+        assert not os.path.exists(os.path.join(results, job))
+        assert not [name for name in os.listdir(results) if job in name]   # no partial either
+    else:
+        assert answers == [{"job": job, "state": "running",
+                            "cancel": "too late: its result is being published"}]
+        assert record["state"] == "done" and os.path.isdir(os.path.join(results, job))
