@@ -61,8 +61,18 @@ RUN pip install --no-build-isolation --no-deps . \
     && python -c "from summa_aggregation.cython_ext import _kernel; print('kernel backend:', _kernel.backend())"
 
 # ---- runtime: the same base and the venv; no compiler, no headers, no sources.
+# It runs as user summa, uid and gid 10001 (fixed: the daemon's spawners run workers as
+# 10001:10001 and give them their keys as that user), never as root, and works with a
+# read-only root filesystem: nothing is written but /tmp (the spawners mount a small tmpfs
+# there). The entrypoint sets no_new_privs before summa-worker starts (setpriv, from
+# util-linux, in every Debian base), so a Swarm replica gets it too, where a service cannot
+# ask the engine for it.
 FROM ${BASE_IMAGE}
 COPY --from=build /opt/summa /opt/summa
-ENV PATH=/opt/summa/bin:$PATH PYTHONUNBUFFERED=1
+RUN set -eu; command -v setpriv >/dev/null; \
+    echo "summa:x:10001:" >> /etc/group; \
+    echo "summa:x:10001:10001:summa worker:/nonexistent:/usr/sbin/nologin" >> /etc/passwd
+ENV PATH=/opt/summa/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+USER 10001:10001
 EXPOSE 4000
-ENTRYPOINT ["summa-worker"]
+ENTRYPOINT ["setpriv", "--no-new-privs", "--", "summa-worker"]

@@ -58,3 +58,23 @@ def labelled_containers(owner=None):
 def services(prefix):
     result = _docker("service", "ls", "--format", "{{.Name}}")
     return [name for name in result.stdout.split() if name.startswith(prefix)]
+
+
+def inspect(*names, kind="container"):
+    """`docker KIND inspect NAME...`, parsed (one dict per name)."""
+    import json
+    result = _docker(kind, "inspect", *names)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def running_task_containers(service):
+    """Names of the running containers of a Swarm service's tasks on this engine."""
+    result = _docker("ps", "--filter", f"label=com.docker.swarm.service.name={service}",
+                     "--filter", "status=running", "--format", "{{.Names}}")
+    return [name for name in result.stdout.split() if name]
+
+
+def execute(container, *command):
+    """`docker exec CONTAINER COMMAND...` -> CompletedProcess (text)."""
+    return _docker("exec", container, *command, timeout=60)

@@ -52,6 +52,11 @@ def test_container_worker_answers_the_seed_script_and_stops_on_sigterm(container
                           env={**os.environ, "SUMMA_VENV": sys.prefix})
     assert sent.returncode == 0, sent.stderr
     assert json.loads(sent.stdout) == vectors["layouts"]["interleaved"]["seed_two_entries"]
+    status = subprocess.run(["docker", "exec", name, "cat", "/proc/1/status"], capture_output=True,
+                            text=True, timeout=60).stdout           # PID 1: summa-worker itself
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    assert fields["Uid"].split() == ["10001"] * 4, status           # the image's user summa
+    assert fields["NoNewPrivs"].strip() == "1", status              # set by the entrypoint
     stopped = subprocess.run(["docker", "stop", "-t", "5", name], capture_output=True, timeout=60)
     assert stopped.returncode == 0
     state = subprocess.run(["docker", "inspect", "-f", "{{.State.ExitCode}}", name],
@@ -69,3 +74,15 @@ def test_a_container_memory_limit_caps_the_workers_budget(image):
                           "timeout -s TERM 5 summa-worker --max-message-mb 1024 | head -n 1"],
                          capture_output=True, text=True, timeout=240)
     assert "memory limit 225 MiB" in ran.stdout, (ran.stdout, ran.stderr)
+
+
+@pytest.mark.timeout(300)
+def test_the_image_runs_as_summa_through_setpriv(image):
+    """Not root unless asked for, and no_new_privs even where the engine cannot set it (Swarm)."""
+    config = json.loads(subprocess.run(["docker", "image", "inspect", image], capture_output=True,
+                                       text=True, timeout=60).stdout)[0]["Config"]
+    assert config["User"] == "10001:10001"
+    assert config["Entrypoint"] == ["setpriv", "--no-new-privs", "--", "summa-worker"]
+    ran = subprocess.run(["docker", "run", "--rm", "--network", "host", "--entrypoint", "/bin/sh", image,
+                          "-c", "id -un; getent group summa"], capture_output=True, text=True, timeout=120)
+    assert ran.stdout.split() == ["summa", "summa:x:10001:"], (ran.stdout, ran.stderr)
