@@ -14,6 +14,8 @@ import pytest
 from summa_aggregation.cython_ext import _kernel
 from summa_aggregation.cython_ext.params import LAYOUTS
 
+from worker_helpers import Sockets
+
 DATA_DIR = Path(__file__).parent / "data"
 FIXTURES_DIR = DATA_DIR / "fixtures"
 VECTORS_PATH = DATA_DIR / "vectors.json"
@@ -172,3 +174,11 @@ def no_worker_left_behind():
         except AssertionError:
             raise AssertionError(f"workers of daemon pid {daemon.pid} still alive: "
                                  f"{sorted(daemon.workers_left())}") from None
+
+
+@pytest.fixture
+def sockets():
+    """Sockets made for one test (linger 0), closed after it."""
+    factory = Sockets()
+    yield factory
+    factory.close()

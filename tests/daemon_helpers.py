@@ -119,6 +119,15 @@ def write_toml(path, settings):
     return path
 
 
+def one_line(stderr, prefix):
+    """The one line of a command's stderr, which starts with prefix; never a traceback."""
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith(prefix), stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
 class DaemonProcess:
     """summa-daemon --config FILE, on 127.0.0.1 ports it picks; data in tmp_path/data by default.
 

@@ -24,8 +24,8 @@ from summa_aggregation.wire import Code, SubmitRequest
 
 import daemon_helpers
 from daemon_helpers import (FINISHED, MARK, DaemonProcess, cpu_seconds, job_id_of,
-                            marked_workers, new_mark, single_tree_root, write_csv)
-from worker_helpers import BIN, Sockets, free_port, read_line, receive, wait_until
+                            marked_workers, new_mark, one_line, single_tree_root, write_csv)
+from worker_helpers import BIN, free_port, read_line, receive, wait_until
 
 FOUR = [f"entry_16_{i}.csv" for i in range(1, 5)]
 SLOW_KERNEL = {"SUMMA_KERNEL": "portable"}
@@ -39,13 +39,6 @@ def daemon(tmp_path):
     return DaemonProcess(tmp_path)
 
 
-@pytest.fixture
-def sockets():
-    factory = Sockets()
-    yield factory
-    factory.close()
-
-
 def fixture_paths(fixtures_dir, names):
     return [str(fixtures_dir / name) for name in names]
 
@@ -54,14 +47,6 @@ def root_line(result):
     """The last stdout line of a successful `build --wait`, parsed."""
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.splitlines()[-1])
-
-
-def one_line(stderr, prefix):
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith(prefix), stderr
-    assert "Traceback" not in stderr
-    return lines[0]
 
 
 def build_in_background(daemon, *args, timeout=10):

@@ -41,7 +41,7 @@ from summa_aggregation.worker.build_request import check_build
 from summa_aggregation.worker.client import SEED_ENTRIES, WorkerClient, build_request
 
 from daemon_helpers import DaemonProcess, job_id_of, run_job, single_tree_root, write_csv
-from worker_helpers import BIN, Sockets, WorkerProcess, random_batch, receive, wait_until
+from worker_helpers import BIN, WorkerProcess, random_batch, receive, wait_until
 
 RSS_BOUND_MB = 300     # "never allocates beyond the configured limits": a generous peak bound
 GUARD_SLACK_MB = 128   # what may still arrive while the memory guard notices (near the limit it looks every 2 ms)
@@ -63,13 +63,6 @@ def peak_rss_mb(pid):
         return int(re.search(r"VmHWM:\s+(\d+) kB", handle.read()).group(1)) / 1024
 
 
-
-
-@pytest.fixture
-def sockets():
-    factory = Sockets()
-    yield factory
-    factory.close()
 
 
 # ---- 1. the protocol decoder and its field checks, fuzzed ------------------------------------------

@@ -24,28 +24,13 @@ from summa_aggregation.daemon.inputs import InputError, InputPolicy
 from summa_aggregation.daemon.uploads import CHUNK_BYTES, WINDOW
 from summa_aggregation.wire import Code, SubmitRequest
 
-from daemon_helpers import DaemonProcess, job_id_of, single_tree_root, write_csv
-from worker_helpers import BIN, Sockets, receive, wait_until
+from daemon_helpers import DaemonProcess, job_id_of, one_line, single_tree_root, write_csv
+from worker_helpers import BIN, receive, wait_until
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
 from gen_csv import generate  # noqa: E402
 
 UPLOAD_DIR = re.compile(r"[0-9a-f]{32}")
-
-
-@pytest.fixture
-def sockets():
-    factory = Sockets()
-    yield factory
-    factory.close()
-
-
-def one_line(stderr, prefix):
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith(prefix), stderr
-    assert "Traceback" not in stderr
-    return lines[0]
 
 
 def request(sockets, daemon, command, body, seconds=10):

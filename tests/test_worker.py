@@ -16,7 +16,7 @@ from summa_aggregation.worker.client import (SEED_CURRENCIES, SEED_ENTRIES, Work
 from summa_aggregation.worker.cli import with_port_offset
 from summa_aggregation.wire import BuildRequest, Code
 
-from worker_helpers import (BIN, Sockets, WorkerProcess, free_port, random_batch, receive,
+from worker_helpers import (BIN, WorkerProcess, free_port, random_batch, receive,
                             wait_until)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,13 +30,6 @@ def worker():
     process = WorkerProcess()
     yield process
     assert process.stop() == 0
-
-
-@pytest.fixture
-def sockets():
-    factory = Sockets()
-    yield factory
-    factory.close()
 
 
 @pytest.fixture
