@@ -31,7 +31,7 @@ from ..wire.memory import MemoryGuard, default_budget, over_limit_message, rebin
 from . import spawners
 from .config import ConfigError
 from .inputs import InputPolicy
-from .job import CANCELLED, FAILED, FINISHED, QUEUED, Job, check_submit
+from .job import CANCELLED, DONE, FAILED, FINISHED, QUEUED, Job, check_submit
 from .proofs import ProofServer, proof_cache_bytes, recv_frames, send_frames
 from .runner import JobRunner
 from .uploads import Uploads
@@ -146,7 +146,12 @@ class Daemon:
         return handle
 
     def _recover(self):
-        """Reload job records; a job that was not finished is failed (interrupted)."""
+        """Reload job records. With `resume`, a job that was not finished is queued again,
+        ahead of new ones, as its next attempt (runner.py reuses its journaled units), unless
+        a cancel had been asked for (it ends cancelled), its uploads are gone (they do not
+        outlive the daemon), or its result was published already (it ends done). Without,
+        it is failed (interrupted). Partial results no resumed job owns are removed."""
+        keep = set()
         for path in sorted(glob.glob(os.path.join(self.jobs_dir, "*.json"))):
             try:
                 with open(path, encoding="utf-8") as handle:
@@ -157,11 +162,31 @@ class Daemon:
                 log.warning("ignoring unreadable job record %s: %s", path, error)
                 continue
             if job.state not in FINISHED:
-                job.update(self.jobs_dir, state=FAILED,
-                           error="interrupted: the daemon stopped before the job finished")
+                self._recover_unfinished(job, keep)
             self.jobs[job.id] = job
         for partial in glob.glob(os.path.join(self.results_dir, ".*.partial-*")):
-            shutil.rmtree(partial, ignore_errors=True)   # a result write cut short
+            if os.path.basename(partial) not in keep:
+                shutil.rmtree(partial, ignore_errors=True)   # a result write cut short
+
+    def _recover_unfinished(self, job, keep):
+        published = os.path.join(self.results_dir, job.id, "manifest.json")
+        if os.path.exists(published):            # the daemon died between the rename and the record
+            with open(published, encoding="utf-8") as handle:
+                root = json.load(handle)["root"]
+            job.update(self.jobs_dir, state=DONE, root=root, error=None)
+        elif job.record.get("cancelling") or job.record.get("uploads"):
+            why = None if job.record.get("cancelling") else \
+                "interrupted: the daemon stopped, and its uploaded CSVs do not outlive it (upload them again)"
+            job.update(self.jobs_dir, state=CANCELLED if why is None else FAILED, error=why)
+        elif not self.config.resume:
+            job.update(self.jobs_dir, state=FAILED,
+                       error="interrupted: the daemon stopped before the job finished")
+        else:
+            keep.add(job.record.get("partial"))
+            job.update(self.jobs_dir, state=QUEUED, attempt=job.attempt + 1,
+                       resumed=job.record.get("resumed", 0) + 1, error=None)
+            self.queue.append(job.id)
+            log.info("job %s: resumed (attempt %d)", job.id, job.attempt)
 
     # ---- the loop ---------------------------------------------------------------------------
 
@@ -262,16 +287,24 @@ class Daemon:
     def _publish_cancel(self, job_id):
         self.pub.send_multipart([wire.cancel_topic(job_id)])
 
+    def _resumable(self, job):
+        return self.config.resume and not job.record.get("uploads")   # uploads go with the daemon
+
     def _shut_down(self):
+        """Running jobs are stopped, and with `resume` they (and queued ones) resume at the next
+        start, as after a crash; else, or with uploads, they are cancelled."""
         unfinished = [j for j in self.runners if self.jobs[j].state not in FINISHED]
-        log.info("stopping: cancelling %d running job(s)", len(unfinished))
+        log.info("stopping: %d running job(s)", len(unfinished))
         for job_id in list(self.queue):
-            self.jobs[job_id].update(self.jobs_dir, state=CANCELLED, error=None)
-            self.uploads.release(job_id)
+            if not self._resumable(self.jobs[job_id]):
+                self.jobs[job_id].update(self.jobs_dir, state=CANCELLED, error=None)
+                self.uploads.release(job_id)
         self.queue.clear()
         for job_id, runner in self.runners.items():
-            if self.jobs[job_id].request_cancel():      # else it is publishing: let it finish
-                self._publish_cancel(job_id)
+            job = self.jobs[job_id]
+            job.interrupted = self._resumable(job)
+            if job.request_cancel():      # else it is publishing: let it finish
+                self._publish_cancel(job.wire_id)
         for runner in self.runners.values():
             runner.join()     # each runner terminates its own workers, with bounded waits
         self.proof_server.stop()
@@ -366,7 +399,8 @@ class Daemon:
             if not job.request_cancel():
                 return {"job": job.id, "state": job.state,
                         "cancel": "too late: its result is being published"}
-            self._publish_cancel(job.id)
+            job.update(self.jobs_dir, cancelling=True)     # a restart must not resume it
+            self._publish_cancel(job.wire_id)
             return {"job": job.id, "state": "cancelling"}
         return {"job": job.id, "state": job.state}
 

@@ -42,6 +42,7 @@ class DaemonConfig:
     cloud_port: int = 4000                  # replica N on cloud_port + N (+ 1024 x the job's port block)
     verify_leaves: int = 8                  # leaves of each returned mini-tree checked (0: none)
     verify_full: bool = False               # rebuild every mini-tree here and compare it all
+    resume: bool = True                     # an interrupted job resumes at the next start (False: it fails)
     unit_size: int = 0                      # entries per work unit, a power of two (0: the README's rule)
     proof_cache_mb: int = 128               # verified node cache of each result proofs are served from
     max_memory_mb: int = 0                  # heap budget; over it, control clients are dropped (0: 3/4 of RAM)

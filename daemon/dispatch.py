@@ -49,7 +49,8 @@ class Dispatcher:
         self.poller = zmq.Poller()
         self.owner = {}                    # socket -> its executor
         self.executors = []
-        self.checker = Checker(context, job.id, job.spec.layout, config.verify_leaves,
+        self.wire_id = job.wire_id          # what workers see: this attempt's own id
+        self.checker = Checker(context, self.wire_id, job.spec.layout, config.verify_leaves,
                                config.verify_full, writer)
         self.poller.register(self.checker.wake, zmq.POLLIN)
         self.checker.start()
@@ -90,12 +91,16 @@ class Dispatcher:
             elif kind == "unit":
                 self.units.append(item)
                 self.attempts.append(0)
-                self.pending.append(item.serial)
+                root = self.writer.reuse(item.serial)
+                if root is None:
+                    self.pending.append(item.serial)
+                else:                           # stored and journaled by an earlier attempt
+                    self._done(item, root, reused=True)
             elif kind == "end":
                 self.shape = item
                 self.batches_done = sum(self.batch_units_done[b] == item.units_in(c)
                                         for b, c in enumerate(item.counts))
-                self.job.update(self.jobs_dir, loaded=time.time(), progress={
+                self.job.update(self.jobs_dir, loaded=time.time(), pins=self.loader.pins, progress={
                     "batches": len(item.counts), "entries": item.entries, "units": item.units,
                     "batches_done": self.batches_done})
         if self.depth is not None and self.job.state == LOADING:
@@ -112,7 +117,7 @@ class Dispatcher:
                     return
                 if self.pending and executor.usable(now, limit):
                     serial = self.pending.popleft()
-                    if not executor.start(self.job.id, serial, self._build_frames(serial), now):
+                    if not executor.start(self.wire_id, serial, self._build_frames(serial), now):
                         self.pending.appendleft(serial)     # to the next executor free
 
     def _payload(self, unit):
@@ -126,7 +131,7 @@ class Dispatcher:
 
     def _build_frames(self, serial):
         spec, payload = self.job.spec, self._payload(self.units[serial])
-        request = wire.BuildRequest(self.job.id, serial, payload.count, len(payload.currencies),
+        request = wire.BuildRequest(self.wire_id, serial, payload.count, len(payload.currencies),
                                     spec.layout, spec.n_bytes, self.depth, payload.usernames,
                                     payload.balances, currencies=payload.currencies)
         return wire.frames(wire.BUILD, request.body())
@@ -161,6 +166,10 @@ class Dispatcher:
             return
         if sock is not executor.socket:
             return                     # the heartbeat connection: it answered, that is all
+        if command in (wire.RESULT, wire.ERROR) and body.get("job") not in (None, self.wire_id):
+            log.warning("job %s: dropped a late answer from %s for %s (an earlier attempt)",
+                     self.job.id, executor.name, body.get("job"))
+            return
         lost = executor.lost_unit(command, body)
         if lost is not None:
             del executor.held[lost]
@@ -195,18 +204,22 @@ class Dispatcher:
                 continue
             unit = self.units[returned.index]
             nodes = returned.body["nodes"]
-            self.roots[unit.serial] = bytes(nodes[len(nodes) - record_bytes(len(unit.payload.currencies)):])
-            unit.payload = None                  # checked and stored: only its root stays
-            self.done += 1
-            self.batch_units_done[unit.batch] += 1
             seconds = returned.body.get("seconds")
-            self.job.count(units_done=1, entries_done=unit.count,
-                           worker_seconds=seconds if isinstance(seconds, float) else 0.0)
-            shape = self.shape
-            if shape is not None and \
-                    self.batch_units_done[unit.batch] == shape.units_in(shape.counts[unit.batch]):
-                self.batches_done += 1
-                self.job.update(None, progress={"batches_done": self.batches_done})
+            self.job.count(worker_seconds=seconds if isinstance(seconds, float) else 0.0)
+            self._done(unit, bytes(nodes[len(nodes) - record_bytes(len(unit.payload.currencies)):]))
+
+    def _done(self, unit, root, reused=False):
+        """A unit checked and stored (journaled), now or by an earlier attempt: only its root stays."""
+        self.roots[unit.serial] = root
+        unit.payload = None
+        self.done += 1
+        self.batch_units_done[unit.batch] += 1
+        self.job.count(units_done=1, entries_done=unit.count, **({"units_reused": 1} if reused else {}))
+        shape = self.shape
+        if shape is not None and \
+                self.batch_units_done[unit.batch] == shape.units_in(shape.counts[unit.batch]):
+            self.batches_done += 1
+            self.job.update(None, progress={"batches_done": self.batches_done})
 
     # ---- retries and workers ----------------------------------------------------------------
 

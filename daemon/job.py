@@ -41,6 +41,7 @@ class Job:
         self.lock = threading.Lock()
         self.cancel_requested = threading.Event()
         self.committed = False     # its result is being published: no cancellation can win
+        self.interrupted = False   # stopped by a daemon shutdown, to resume at the next start
         self.record = record or {
             "job": job_id, "state": QUEUED, "error": None, "root": None,
             "spec": spec.body(), "submitted": time.time(), "started": None, "loaded": None,
@@ -48,6 +49,16 @@ class Job:
             "progress": {"batches_done": 0, "batches": None, "entries_done": 0, "entries": None,
                          "worker_seconds": 0.0, "retries": 0, "replacements": 0},
         }
+
+    @property
+    def attempt(self):
+        return self.record.get("attempt", 1)
+
+    @property
+    def wire_id(self):
+        """The job id workers see: each resumed attempt has its own, so that answers a worker
+        still owed an earlier attempt are told apart (and dropped)."""
+        return self.id if self.attempt <= 1 else f"{self.id}.{self.attempt}"
 
     @property
     def state(self):

@@ -15,6 +15,7 @@ more than 2^(k-1) entries; units are handed out only after that, and if no file 
 it, every file is one unit of depth d.
 """
 import csv
+import hashlib
 import io
 import logging
 import os
@@ -71,17 +72,28 @@ def peek_currencies(fd):
 
 
 class Loader(threading.Thread):
-    def __init__(self, spec, writer, stop, unit_size=0, opener=None):
+    def __init__(self, spec, writer, stop, unit_size=0, opener=None, pinned=None):
         """opener(path) -> a descriptor open on the CSV (InputPolicy.open; default: any regular
         file). Every CSV is opened here, once, and read only through its descriptor; the first
-        that cannot be is `open_error` (the job fails with it, nothing is read)."""
+        that cannot be is `open_error` (the job fails with it, nothing is read).
+
+        pins: each CSV's size, mtime and (once read) SHA-256, computed as it is read. pinned:
+        an interrupted run's pins, which a resumed job's inputs must match."""
         super().__init__(name="csv-loader", daemon=True)
         self.spec, self.writer, self.stop = spec, writer, stop
         self.out = queue.Queue()          # unit descriptors: a few ints each
-        self.fds, self.open_error = [], None
+        self.fds, self.open_error, self.pins, self.pinned = [], None, [], pinned
         try:
-            for path in spec.csvs:
-                self.fds.append((opener or open_regular)(path))
+            for index, path in enumerate(spec.csvs):
+                try:
+                    self.fds.append((opener or open_regular)(path))
+                except InputError as error:
+                    if pinned:
+                        raise InputError(f"{error} (it was there when the job started)") from None
+                    raise
+                info = os.fstat(self.fds[-1])
+                self.pins.append({"path": path, "size": info.st_size, "mtime_ns": info.st_mtime_ns})
+                self._check_pin(index, ("size", "mtime_ns"))
         except InputError as error:
             self.open_error = str(error)
         self.estimate = None if self.open_error else estimate_entries(self.fds)
@@ -96,6 +108,19 @@ class Loader(threading.Thread):
         self.serial, self.position = 0, 0
         self.unit_start, self.unit_count = 0, 0
         self.file_starts = []
+
+    def _check_pin(self, index, keys):
+        """InputError when CSV `index` is not what the interrupted run read."""
+        if not self.pinned:
+            return
+        then, now = self.pinned[index], self.pins[index]
+        for key in keys:
+            if key in then and then[key] != now[key]:
+                what = {"size": f"its size went from {then['size']} to {now['size']} bytes",
+                        "mtime_ns": "its modification time changed",
+                        "sha256": "its content changed (SHA-256), though not its size or time"}[key]
+                raise InputError(f"{now['path']}: changed since the job started: {what}; the "
+                                 f"job cannot resume (submit it again)")
 
     def close(self):
         """Close the CSVs' descriptors (once the thread has stopped, or never started)."""
@@ -137,9 +162,15 @@ class Loader(threading.Thread):
             self.file_batch, self.file_count = batch, 0
             if self.fixed is None:             # units never cross files, batches may
                 self.unit_start, self.unit_count = self.position, 0
+            digest = hashlib.sha256()
             try:
                 currencies, count = scan_file(path, spec.n_bytes, header, self._sink,
-                                              fd=self.fds[batch])
+                                              fd=self.fds[batch], digest=digest)
+                self.pins[batch]["sha256"] = digest.hexdigest()
+                try:
+                    self._check_pin(batch, ("sha256",))
+                except InputError as error:
+                    raise CsvError(str(error)) from None
             except CsvError:
                 try:
                     self._duplicates_first()      # one before the bad line comes first

@@ -18,7 +18,7 @@ import zmq
 
 from .. import wire
 from .dispatch import Dispatcher
-from .job import CANCELLED, DONE, FAILED, LOADING, JobEnded
+from .job import CANCELLED, DONE, FAILED, LOADING, RUNNING, JobEnded
 from .loader import Loader
 from ..mst.store_v1 import StoreError
 from ..mst.store_writer import ResultWriter
@@ -49,12 +49,21 @@ class JobRunner(threading.Thread):
         outcome = (FAILED, "internal error: the job ended without an outcome", None)
         writer = loader = None
         try:
-            job.update(self.jobs_dir, state=LOADING, started=time.time())
-            writer = self._writer()
-            loader = Loader(job.spec, writer, stop_loading, self.config.unit_size, self._opener())
+            resumed = job.attempt > 1
+            job.update(self.jobs_dir, state=LOADING, started=job.record.get("started") or time.time())
+            writer = self._writer(resumed)
+            loader = Loader(job.spec, writer, stop_loading, self.config.unit_size, self._opener(),
+                            pinned=job.record.get("pins") if resumed else None)
             if loader.open_error:        # before any worker starts
                 raise JobEnded(FAILED, loader.open_error)
-            job.update(self.jobs_dir, progress={"entries_estimate": loader.estimate})
+            # what a later attempt must find: where the units are stored, and the inputs as
+            # they are now (an attempt that resumes keeps the pins it was checked against)
+            job.update(self.jobs_dir, partial=os.path.basename(writer.directory),
+                       progress={"entries_estimate": loader.estimate},
+                       **({} if resumed else {"pins": loader.pins}))
+            if resumed:
+                self.events.send(f"{job.id}.{job.attempt - 1}".encode() if job.attempt > 2
+                                 else job.id.encode())   # workers still busy with the last attempt
             loader.start()
             executors = self._spawn(self._executor_count(loader))     # while the loader reads
             self.dispatcher = Dispatcher(job, self.config, self.context, self.spawner, executors,
@@ -69,13 +78,19 @@ class JobRunner(threading.Thread):
             outcome = (FAILED, f"internal error: {type(error).__name__}: {error}", None)
         finally:
             if outcome[0] != DONE:
-                self.events.send(job.id.encode())   # every worker of the job stops work on it
+                self.events.send(job.wire_id.encode())   # every worker of the job stops work on it
             stop_loading.set()
             self._release()
             if loader is not None:
                 if loader.ident is not None:
                     loader.join()      # it may be writing: the files go only once it stopped
                 loader.close()
+            if job.interrupted and outcome[0] == CANCELLED:   # a daemon shutdown: resume later
+                if writer is not None:
+                    writer.close()     # its journaled units stay for the next attempt
+                log.info("job %s interrupted: it resumes at the next start", job.id)
+                job.update(self.jobs_dir, state=RUNNING, error=None)
+                return
             if writer is not None and outcome[0] != DONE:
                 writer.abort()         # a failed job leaves nothing that looks like a result
             # only now, with its workers gone, does the job count as finished
@@ -95,10 +110,12 @@ class JobRunner(threading.Thread):
         if self.job.cancel_requested.is_set():
             raise JobEnded(CANCELLED, "cancelled")
 
-    def _writer(self):
+    def _writer(self, resumed):
         target = os.path.join(self.results_dir, self.job.id)
+        partial = self.job.record.get("partial") if resumed else None
         try:
-            return ResultWriter(target, self.job.spec.n_bytes)
+            return ResultWriter(target, self.job.spec.n_bytes,
+                                resume=os.path.join(self.results_dir, partial) if partial else None)
         except (OSError, StoreError) as error:
             raise JobEnded(FAILED, f"cannot write the result to {target}: "
                            f"{getattr(error, 'strerror', None) or error}") from None

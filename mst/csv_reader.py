@@ -332,8 +332,8 @@ class FdReader(io.RawIOBase):
     readers (one after the other, or in different threads) share one descriptor; closing it
     leaves the descriptor open (its owner closes it)."""
 
-    def __init__(self, fd):
-        self.fd, self.offset = fd, 0
+    def __init__(self, fd, digest=None):
+        self.fd, self.offset, self.digest = fd, 0, digest
 
     def readable(self):
         return True
@@ -341,12 +341,14 @@ class FdReader(io.RawIOBase):
     def readinto(self, b):
         n = os.preadv(self.fd, [b], self.offset)
         self.offset += n
+        if self.digest is not None and n:
+            self.digest.update(memoryview(b)[:n])
         return n
 
 
-def _binary(path, fd):
+def _binary(path, fd, digest=None):
     """The file to read: `path` opened, or the descriptor `fd` already open on it."""
-    return open(path, "rb", buffering=0) if fd is None else FdReader(fd)
+    return open(path, "rb", buffering=0) if fd is None else FdReader(fd, digest)
 
 
 class _Chain(io.RawIOBase):
@@ -417,11 +419,12 @@ def _one_row(path, line, text):
         raise CsvError(f"{path}:{line}: malformed CSV: {e}") from None
 
 
-def scan_file(path, n_bytes, header, sink, segment=SEGMENT, chunk=CHUNK, fd=None):
+def scan_file(path, n_bytes, header, sink, segment=SEGMENT, chunk=CHUNK, fd=None, digest=None):
     """Read one CSV file with every check of SPEC section 4 except duplicate usernames.
 
     fd: a descriptor open on the file, read instead of opening `path` (which errors still name),
-    from its start whatever its position.
+    from its start whatever its position; digest (a hashlib object, with fd): updated with
+    every byte of the file as it is read, once.
 
     header: None for a job's first file, else the job's header list; a different header is a
     CsvError. sink(usernames, balances, count) gets at most ``segment`` entries at a time, in
@@ -434,14 +437,15 @@ def scan_file(path, n_bytes, header, sink, segment=SEGMENT, chunk=CHUNK, fd=None
     Lines are parsed in C (cython_ext/_csvscan.pyx); a line the C loop does not take is decided
     by the csv module with the same rules, and from a line with '"' or a lone CR on, the rest of
     the file is read by the csv module: the results and errors are those of _scan_python."""
-    return _scan_file(path, n_bytes, header, sink, segment, chunk, fd=fd)
+    return _scan_file(path, n_bytes, header, sink, segment, chunk, fd=fd, digest=digest)
 
 
-def _scan_file(path, n_bytes, header, sink, segment=SEGMENT, chunk=CHUNK, on_header=None, fd=None):
+def _scan_file(path, n_bytes, header, sink, segment=SEGMENT, chunk=CHUNK, on_header=None, fd=None,
+               digest=None):
     _check_scan_args(n_bytes, segment)
     shown = os.fspath(path)
     try:
-        with _binary(path, fd) as f:
+        with _binary(path, fd, digest) as f:
             return _scan_open(f, shown, n_bytes, header, sink, segment, chunk, on_header)
     except OSError as e:
         raise CsvError(f"{shown}: cannot read: {e.strerror or e}") from None

@@ -24,7 +24,6 @@ from .store_v1 import StoreError, fsync_dir, publish
 FORMAT = "summa-aggregation-result"
 VERSION = 2
 STORED_FROM_LEVEL = 2    # levels 0 and 1 are recomputed from the entries at proof time
-SYNC_EVERY = 256 << 20   # bytes of nodes.bin written between two fdatasync calls
 
 
 def narrow_record_bytes(n_currencies, n_bytes):
@@ -54,15 +53,99 @@ class Stream:
         return {"bytes": self.size, "sha256": self.digest.hexdigest()}
 
 
+JOURNAL = "units.journal"
+
+
+class Journal:
+    """The units a job has stored: after its slot of nodes.bin is fdatasynced, each checked unit
+    appends (serial, wide root record, slot SHA-256, a check of those) and fdatasyncs; only
+    then does the job count it done. A header names the unit shape (unit depth, currencies,
+    N_BYTES). Reading stops at the first record that is torn or does not check."""
+
+    MAGIC = b"summa-units-1\n"
+
+    def __init__(self, fd, root_bytes):
+        self.fd, self.root_bytes = fd, root_bytes
+
+    @classmethod
+    def create(cls, path, shape, root_bytes, kept):
+        """A fresh journal holding `kept` (serial -> (root, digest)), written whole, then the
+        file to append to."""
+        temporary = path + ".new"
+        fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        journal = cls(fd, root_bytes)
+        os.write(fd, cls.MAGIC + json.dumps(list(shape)).encode() + b"\n")
+        for serial in sorted(kept):
+            journal._write(serial, *kept[serial])
+        os.fdatasync(fd)
+        os.rename(temporary, path)
+        fsync_dir(os.path.dirname(path))
+        return journal
+
+    def _write(self, serial, root, digest):
+        body = serial.to_bytes(8, "little") + bytes(root) + digest
+        record = body + hashlib.sha256(body).digest()[:8]
+        view = memoryview(record)
+        while view:
+            view = view[os.write(self.fd, view):]
+
+    def append(self, serial, root, digest):
+        self._write(serial, root, digest)
+        os.fdatasync(self.fd)
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    @staticmethod
+    def read(path):
+        """The journal's shape and units (serial -> (root, digest)), or None without one."""
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read()
+        except OSError:
+            return None
+        if not data.startswith(Journal.MAGIC) or b"\n" not in data[len(Journal.MAGIC):]:
+            return None
+        head, _, body = data[len(Journal.MAGIC):].partition(b"\n")
+        try:
+            unit_depth, n, n_bytes = json.loads(head)
+        except (ValueError, TypeError):
+            return None
+        root_bytes = record_bytes(n)
+        size = 8 + root_bytes + 32 + 8
+        units = {}
+        for start in range(0, len(body) - size + 1, size):
+            record = body[start:start + size]
+            if hashlib.sha256(record[:-8]).digest()[:8] != record[-8:]:
+                break
+            serial = int.from_bytes(record[:8], "little")
+            units[serial] = (record[8:8 + root_bytes], record[8 + root_bytes:-8])
+        return _Earlier((unit_depth, n, n_bytes), units)
+
+
+class _Earlier:
+    def __init__(self, shape, units):
+        self.shape, self.units = shape, units
+
+
 class ResultWriter:
-    def __init__(self, target, n_bytes, n_currencies=None):
+    def __init__(self, target, n_bytes, n_currencies=None, resume=None):
+        """resume: the partial directory of an earlier, interrupted run of the same job; its
+        journaled units are kept (set_unit_depth decides whether they still fit)."""
         self.target = os.path.abspath(target)
         if os.path.lexists(self.target):
             raise StoreError(f"{self.target}: already exists (results are never overwritten)")
         self.parent = os.path.dirname(self.target)
         os.makedirs(self.parent, exist_ok=True)
-        self.directory = tempfile.mkdtemp(dir=self.parent,
-                                          prefix=f".{os.path.basename(self.target)}.partial-")
+        if resume and os.path.isdir(resume):
+            self.directory, self.earlier = resume, Journal.read(os.path.join(resume, JOURNAL))
+        else:
+            self.directory = tempfile.mkdtemp(dir=self.parent,
+                                              prefix=f".{os.path.basename(self.target)}.partial-")
+            self.earlier = None
+        self.journal, self.journaled = None, {}
         self.n_bytes = n_bytes
         self.set_currencies(n_currencies)
         self.usernames = Stream(os.path.join(self.directory, "usernames.bin"))
@@ -72,7 +155,6 @@ class ResultWriter:
         self.files = {}
         self.entries = 0
         self.unit_depth, self.slot_bytes, self.nodes_fd, self.slot_digests = None, 0, None, {}
-        self.unsynced = 0
         self.lock = threading.Lock()
 
     def set_currencies(self, n_currencies):
@@ -116,10 +198,34 @@ class ResultWriter:
     # ---- unit nodes (the checker's thread) ------------------------------------------------
 
     def set_unit_depth(self, unit_depth):
+        """Open nodes.bin and the journal for units of depth k; an earlier run's journaled
+        units are kept when they are units of the same shape and their slots still hold what
+        the journal says (each re-hashed), else everything starts afresh."""
         self.unit_depth = unit_depth
         self.slot_bytes = stored_records(unit_depth) * self.narrow
+        shape = (unit_depth, self.n, self.n_bytes)
+        keep = self.earlier is not None and self.earlier.shape == shape
         self.nodes_fd = os.open(os.path.join(self.directory, "nodes.bin"),
-                                os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+                                os.O_RDWR | os.O_CREAT | (0 if keep else os.O_TRUNC), 0o644)
+        if keep:
+            self.journaled = {serial: (root, digest) for serial, (root, digest)
+                              in self.earlier.units.items() if self._slot_digest(serial) == digest}
+        self.journal = Journal.create(os.path.join(self.directory, JOURNAL), shape,
+                                      record_bytes(self.n), self.journaled)
+
+    def _slot_digest(self, serial):
+        data = os.pread(self.nodes_fd, self.slot_bytes, self.slot_bytes * serial)
+        return hashlib.sha256(data).digest() if len(data) == self.slot_bytes else None
+
+    def reuse(self, serial):
+        """The root record of unit `serial` if an earlier run stored and journaled it, else None
+        (its slot digest then counts as written)."""
+        earlier = self.journaled.get(serial)
+        if earlier is None:
+            return None
+        with self.lock:
+            self.slot_digests[serial] = earlier[1]
+        return earlier[0]
 
     def write_unit(self, serial, nodes):
         """Narrow a checked unit's levels 2..k-1 (a wide Levels buffer) into its slot.
@@ -140,12 +246,12 @@ class ResultWriter:
             while view:
                 written = os.pwrite(self.nodes_fd, view, offset)
                 view, offset = view[written:], offset + written
-            self.unsynced += len(out)
-            if self.unsynced >= SYNC_EVERY:      # so the end has little left to flush
-                os.fdatasync(self.nodes_fd)
-                self.unsynced = 0
+            os.fdatasync(self.nodes_fd)      # the slot is durable before its journal record
+        digest = hashlib.sha256(out).digest()
         with self.lock:
-            self.slot_digests[serial] = hashlib.sha256(out).digest()
+            self.slot_digests[serial] = digest
+        wide_root = memoryview(nodes)[len(nodes) - wide:]
+        self.journal.append(serial, wide_root, digest)   # durable: the unit counts as done
         return None
 
     # ---- the end ----------------------------------------------------------------------------
@@ -176,9 +282,16 @@ class ResultWriter:
         fsync_dir(self.directory)
         before_publish()          # the last moment a cancellation can still win
         publish(self.directory, self.target)
+        try:                      # not part of the result (the manifest does not list it)
+            os.unlink(os.path.join(self.target, JOURNAL))
+            fsync_dir(self.target)
+        except OSError:
+            pass
         return self.target
 
     def _close(self):
+        if self.journal is not None:
+            self.journal.close()
         for fd in (self.usernames.fd, self.balances.fd, self.nodes_fd):
             if fd is not None:
                 try:
@@ -186,6 +299,12 @@ class ResultWriter:
                 except OSError:
                     pass
         self.usernames.fd = self.balances.fd = self.nodes_fd = None
+
+    def close(self):
+        """Stop writing and keep what is written: the partial directory a resumed job reuses."""
+        if self.index.fds:
+            self.index.close()
+        self._close()
 
     def abort(self):
         """Remove everything written: a failed job leaves nothing that looks like a result."""

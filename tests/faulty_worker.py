@@ -21,6 +21,9 @@ changed (move-balance, swap-usernames, swap-entries). SUMMA_FAULT picks which:
                   would, and goes on answering PINGs
   fat-pong        no lie in its trees: every PONG carries 1 MiB of padding (over the 64 KiB
                   a PONG may have on the daemon's heartbeat connection)
+  late-replay     no lie in its trees: it keeps every RESULT it sends, and before a RESULT for
+                  batch B of job J sends the kept RESULT of batch B of any other job id (an
+                  earlier attempt of a resumed job) to the same peer, as if it came late
 Run it as summa-worker: python tests/faulty_worker.py --bind tcp://127.0.0.1:*
 (importing it changes nothing; changed_request() is what the rebuilding lies send to the
 honest build, for the tests' own use)
@@ -119,12 +122,29 @@ def fat_reply(self, identity, command, body):
     return honest_reply(self, identity, command, body)
 
 
+def replaying_forward(self):
+    """The compute threads' answers go out here: keep each RESULT, and replay first the kept
+    RESULT of the same batch of any other job id to the same peer."""
+    kept = self.__dict__.setdefault("kept", {})
+    while self.results.poll(0):
+        parts = self.results.recv_multipart()
+        command, body = wire.parse(parts[1:], self.max_message_bytes)
+        if command == wire.RESULT:
+            for (job, batch), old in list(kept.items()):
+                if batch == body.get("batch") and job != body.get("job"):
+                    self.router.send_multipart([parts[0], *wire.frames(wire.RESULT, old)])
+            kept[(body.get("job"), body.get("batch"))] = body
+        self.router.send_multipart(parts)
+
+
 def install(fault):
     """Make every Worker of this process lie as `fault` says."""
     if fault == "forget-first":
         server.Worker._accept = forgetful_accept
     elif fault == "fat-pong":
         server.Worker._reply = fat_reply
+    elif fault == "late-replay":
+        server.Worker._forward_results = replaying_forward
     elif fault in REBUILT:
         server.Worker._build = rebuilding_build
     else:

@@ -351,9 +351,9 @@ def test_restart_keeps_finished_results_and_serves_their_proofs(tmp_path, fixtur
 
 
 @pytest.mark.timeout(90)
-def test_job_running_when_the_daemon_is_killed_is_failed_interrupted(tmp_path):
+def test_without_resume_a_job_running_when_the_daemon_is_killed_is_failed_interrupted(tmp_path):
     write_csv(tmp_path / "big.csv", 1 << 16, n_currencies=4, seed=7)
-    first = DaemonProcess(tmp_path, env=SLOW_KERNEL)
+    first = DaemonProcess(tmp_path, {"resume": False}, env=SLOW_KERNEL)
     process, job = build_in_background(first, tmp_path / "big.csv", "--batch-size", str(1 << 14))
     pids = wait_running_on_cpu(first, job)
     assert pids
@@ -366,7 +366,7 @@ def test_job_running_when_the_daemon_is_killed_is_failed_interrupted(tmp_path):
     os.makedirs(partial)       # as a result write cut short would leave it
     open(os.path.join(partial, "top.bin"), "wb").close()
 
-    second = DaemonProcess(tmp_path)
+    second = DaemonProcess(tmp_path, {"resume": False})
     record = second.status(job)
     assert record["state"] == "failed", record
     assert "interrupted" in record["error"]
@@ -378,8 +378,8 @@ def test_job_running_when_the_daemon_is_killed_is_failed_interrupted(tmp_path):
 
 
 @pytest.mark.timeout(90)
-def test_sigterm_mid_job_stops_the_daemon_and_its_workers(tmp_path):
-    write_csv(tmp_path / "big.csv", 1 << 16, n_currencies=4, seed=9)
+def test_sigterm_mid_job_stops_the_daemon_and_its_workers_and_the_job_resumes(tmp_path):
+    entries = write_csv(tmp_path / "big.csv", 1 << 16, n_currencies=4, seed=9)
     first = DaemonProcess(tmp_path, env=SLOW_KERNEL)
     process, job = build_in_background(first, tmp_path / "big.csv", "--batch-size", str(1 << 14),
                                        timeout=1)
@@ -393,10 +393,10 @@ def test_sigterm_mid_job_stops_the_daemon_and_its_workers(tmp_path):
     process.communicate(timeout=30)
     assert process.returncode in (1, 2)    # saw it cancelled, or found no daemon any more
 
-    second = DaemonProcess(tmp_path)
-    record = second.status(job)
-    assert record["state"] in ("cancelled", "failed") and record["root"] is None, record
-    assert not os.path.exists(second.result_dir(job))
+    second = DaemonProcess(tmp_path)      # resume = true: the job goes on where it stopped
+    record = second.wait_state(job, seconds=120)
+    assert record["state"] == "done" and record["resumed"] == 1, record
+    assert record["root"] == single_tree_root(entries)
 
 
 def test_shutdown_command_stops_the_daemon(daemon):
