@@ -170,9 +170,27 @@ def test_containers_left_by_a_crashed_daemon_are_removed_at_the_next_start(tmp_p
     wait_until(lambda: len(labelled_containers(owner(daemon))) == 2, seconds=60)
     daemon.kill()                                  # containers are no children: they stay
     assert len(labelled_containers(owner(daemon))) == 2
-    again = DaemonProcess(tmp_path, {"worker_image": image}, data_dir=data_dir)
+    again = DaemonProcess(tmp_path, {"worker_image": image, "resume": False}, data_dir=data_dir)
     assert labelled_containers(owner(again)) == []
     assert again.status(job)["state"] == "failed"
+
+
+@pytest.mark.timeout(300)
+def test_a_job_of_a_crashed_daemon_resumes_on_fresh_containers(tmp_path, image):
+    entries = write_csv(tmp_path / "big.csv", 1 << 15, n_currencies=4, seed=6)
+    data_dir = tmp_path / "data"
+    daemon = DaemonProcess(tmp_path, {"worker_image": image}, env=SLOW_KERNEL, data_dir=data_dir)
+    job = job_id_of(daemon.submit("build", tmp_path / "big.csv", "--batch-size", "4096",
+                                  "--spawner", "local", "--executors", "2").stdout)
+    wait_until(lambda: daemon.status(job)["progress"].get("units_done", 0) >= 2, seconds=120)
+    old = set(labelled_containers(owner(daemon)))
+    daemon.kill()
+    again = DaemonProcess(tmp_path, {"worker_image": image}, data_dir=data_dir)
+    record = again.wait_state(job, seconds=240)
+    assert record["state"] == "done" and record["root"] == single_tree_root(entries), record
+    assert record["resumed"] == 1 and record["progress"]["units_reused"] >= 2
+    assert not old & set(labelled_containers()), "a container of the dead daemon was used or left"
+    wait_until(lambda: labelled_containers(owner(again)) == [], seconds=60, interval=0.2)
 
 
 # ---- CloudSpawner: a Swarm service -------------------------------------------------------------
@@ -399,7 +417,7 @@ def test_a_crashed_daemons_service_is_removed_at_the_next_start(tmp_path, swarm_
         wait_until(lambda: len(labelled_containers(owner(daemon))) == 2, seconds=60, interval=0.2)
         daemon.kill()                              # its service and replicas stay
         assert services(stack) == [f"{stack}_mini-tree-{job}"]
-        again = DaemonProcess(tmp_path, config, data_dir=data_dir)
+        again = DaemonProcess(tmp_path, {**config, "resume": False}, data_dir=data_dir)
         assert services(stack) == []               # removed before it serves
         assert labelled_containers(owner(again)) == []
         assert again.status(job)["state"] == "failed"
