@@ -5,11 +5,16 @@ runner threads ask for cancellations to be published. Each running job has its o
 thread (runner.py) with its own executor sockets. PROOF requests go, as they came, to the
 proof server's thread (proofs.py), which answers them in batches; this loop forwards its
 answers. Job records live in DATA_DIR/jobs/ and results in DATA_DIR/results/; both survive
-restarts, and a job that was running when the daemon died is marked failed (interrupted) when
-it comes back. A SUBMIT's paths must be inside input_dirs (inputs.py); CSVs sent through this
-socket (UPLOAD, CHUNK, FINISH) are written by the upload writer's thread, which answers them
-through this loop too (uploads.py), into DATA_DIR/uploads/, until their job ends. A memory guard (wire/memory.py) watches the heap; over max_memory_mb, the
+restarts, and a job that was not finished when the daemon stopped resumes when it comes back
+(resume; runner.py reuses its journaled units), or is marked failed (interrupted) without. A
+SUBMIT's paths must be inside input_dirs (inputs.py); CSVs sent through this socket (UPLOAD,
+CHUNK, FINISH) are written by the upload writer's thread, which answers them through this loop
+too (uploads.py), into DATA_DIR/uploads/, until their job ends. A memory guard (wire/memory.py)
+watches the heap; over max_memory_mb, the
 control socket is closed, freeing what its clients made libzmq hold, and bound afresh.
+Only unfinished jobs are held in memory; finished ones are an index entry each, their records
+read from disk when asked for (jobs_table.py). DELETE and retention (keep_results, keep_days)
+remove finished jobs, crash-safe (retention.py).
 """
 import collections
 import fcntl
@@ -28,10 +33,11 @@ from .. import wire
 from ..wire import Code, ProtocolError
 from ..wire.keys import SOCKET_ROLES, KeysError, start_authenticator, write_worker_keys
 from ..wire.memory import MemoryGuard, default_budget, over_limit_message, rebind
-from . import spawners
+from . import retention, spawners
 from .config import ConfigError
 from .inputs import InputPolicy
 from .job import CANCELLED, DONE, FAILED, FINISHED, QUEUED, Job, check_submit
+from .jobs_table import JobTable
 from .proofs import ProofServer, proof_cache_bytes, recv_frames, send_frames
 from .runner import JobRunner
 from .uploads import Uploads
@@ -45,6 +51,8 @@ READY_SECONDS = 10                     # for the proof server's thread to connec
 CONTROL_MAX_MESSAGE_BYTES = 16 << 20   # requests are small: paths, ids, names
 SUBSCRIPTION_MAX_BYTES = 512           # b"\x01cancel.", and the CURVE handshake (276 bytes)
 SUBSCRIPTIONS_QUEUED = 64              # per connection, until the PUB next reads them
+RETENTION_SECONDS = 3600               # keep_days is checked this often, besides when jobs end
+RETENTION_BATCH = 1000                 # jobs retention deletes at once (then the loop goes on)
 
 
 class Daemon:
@@ -94,11 +102,19 @@ class Daemon:
         self.proof_server = ProofServer(self.context, self.results_dir, self._proofs_address,
                                         self._answers_address, self.on_proof,
                                         cache_bytes=proof_cache_bytes(config, self.max_memory_bytes))
-        self.jobs = collections.OrderedDict()
+        self.jobs = JobTable(self.jobs_dir)
         self.queue = collections.deque()
         self.runners = {}
         self.stopping = threading.Event()
+        self.trash = retention.Trash()
+        trashes, stuck = retention.finish_deletions(self.jobs_dir, self.results_dir)
         self._recover()
+        for job_id in stuck:                  # being deleted: never listed again
+            self.jobs.forget(job_id)
+        for target in trashes:
+            self.trash.put(target)
+        self.retention_seconds = RETENTION_SECONDS
+        self._retain_at = 0.0                 # retention runs at the loop's first turn
         if self.authenticator is None:   # said once the daemon is up, not before a start error
             log.warning("insecure: the daemon's sockets are neither encrypted nor authenticated "
                         "(plaintext, as configured; summa-keys DIR makes keys)")
@@ -218,6 +234,8 @@ class Daemon:
                 self.uploads.expire(time.monotonic())
                 self._reap_runners()
                 self._start_queued()
+                if time.monotonic() >= self._retain_at:
+                    self._retain()
         finally:
             self._shut_down()
 
@@ -272,6 +290,7 @@ class Daemon:
                 runner.join()
                 del self.runners[job_id]
                 self.uploads.release(job_id)     # its entries are in the result store now
+                self._settle(job_id)
                 # libzmq tears down a PUB's dead connections only when the socket processes its
                 # commands, which it does when it sends or is asked for its events: without
                 # this, each exited worker's subscription kept 32 KB until the next cancellation
@@ -312,6 +331,7 @@ class Daemon:
             self.proof_server.join()
         self.uploads.stop()
         self.uploads.clear()
+        self.trash.stop()
         for sock in (self.control, self.pub, self.events, self.memory_alarm, self.proof_requests,
                      self.proof_answers):
             sock.close(linger=0)
@@ -384,10 +404,12 @@ class Daemon:
         return {"job": job_id}
 
     def on_status(self, body):
-        return self._job(body).snapshot()
+        return self.jobs.record(self._job(body))
 
     def on_list(self, body):
-        return {"jobs": [job.snapshot() for job in self.jobs.values()]}
+        request = wire.read_list(body)
+        jobs, cursor = self.jobs.page(request.limit, request.since, request.after)
+        return {"jobs": jobs, "next": cursor}
 
     def on_cancel(self, body):
         job = self._job(body)
@@ -395,6 +417,7 @@ class Daemon:
             self.queue.remove(job.id)
             job.update(self.jobs_dir, state=CANCELLED)
             self.uploads.release(job.id)
+            self._settle(job.id)
         elif job.state not in FINISHED:
             if not job.request_cancel():
                 return {"job": job.id, "state": job.state,
@@ -415,11 +438,69 @@ class Daemon:
             raise ProtocolError(Code.NOT_READY, f"job {job.id} is {job.state}: it has no tree")
         return job.id, username
 
+    def on_delete(self, body):
+        """A finished job's record and result go (retention.py: crash-safe); a queued or
+        running one is refused: cancel it first."""
+        job_id = wire.check_job(body)
+        self._reap_runners()                   # a job that has just ended counts as finished
+        job = self._job(body)
+        if job.state not in FINISHED or job_id in self.runners:
+            raise ProtocolError(Code.NOT_FINISHED, f"job {job_id} is {job.state}: cancel it first "
+                                f"(summa-submit cancel {job_id}), then delete it")
+        errors = self._delete([job_id])
+        if errors:
+            raise ProtocolError(Code.INTERNAL, f"job {job_id}: not deleted: {errors[job_id]}")
+        log.info("job %s deleted", job_id)
+        return {"job": job_id, "deleted": True}
+
     def on_shutdown(self, body):
         self.stop()
         return {"stopping": True}
 
     HANDLERS = {wire.SUBMIT: on_submit, wire.STATUS: on_status, wire.LIST: on_list,
-                wire.CANCEL: on_cancel, wire.PROOF: on_proof, wire.SHUTDOWN: on_shutdown}
+                wire.CANCEL: on_cancel, wire.PROOF: on_proof, wire.SHUTDOWN: on_shutdown,
+                wire.DELETE: on_delete}
+
+    # ---- finished jobs: the index, deletion, retention ----------------------------------------
+
+    def _settle(self, job_id):
+        """A job that has just finished: its record leaves memory, and retention runs."""
+        if self.jobs.settle(job_id) and (self.config.keep_results or self.config.keep_days):
+            self._retain_at = 0.0
+
+    def _delete(self, job_ids):
+        """Delete finished jobs: their files (retention.delete_files), their table entries and
+        loaded results; the trash thread removes the files. Returns {job id: why not} for
+        those that could not be deleted (they stay, whole)."""
+        try:
+            deleted, trashes, errors = retention.delete_files(self.jobs_dir, self.results_dir, job_ids)
+        except OSError as error:      # an fsync failed: the next start finishes what was begun
+            log.error("deleting %d job(s) failed: %s", len(job_ids), error)
+            return {job_id: f"{error.strerror or error}" for job_id in job_ids}
+        for job_id in deleted:
+            self.jobs.forget(job_id)
+            self.proof_server.forget(job_id)
+        for target in trashes:
+            self.trash.put(target)
+        for job_id, why in errors.items():
+            log.error("job %s: not deleted: %s", job_id, why)
+        return errors
+
+    def _retain(self):
+        """keep_results and keep_days: delete the finished jobs beyond them, at most
+        RETENTION_BATCH at a time (the loop comes back at once for the rest)."""
+        config = self.config
+        self._retain_at = time.monotonic() + self.retention_seconds
+        if not (config.keep_results or config.keep_days):
+            return
+        expired = self.jobs.expired(config.keep_results, config.keep_days, time.time())
+        if not expired:
+            return
+        batch = expired[:RETENTION_BATCH]
+        errors = self._delete(batch)
+        log.info("retention (keep_results %d, keep_days %g): deleted %d finished job(s)",
+                 config.keep_results, config.keep_days, len(batch) - len(errors))
+        if len(expired) > len(batch) and not errors:
+            self._retain_at = 0.0
 
 

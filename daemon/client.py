@@ -93,8 +93,29 @@ class DaemonClient(wire.SocketClient):
     def proof(self, job, username):
         return self._field(self.request(wire.PROOF, {"job": job, "username": username}), "proof", dict)
 
-    def list(self):
-        return self._field(self.request(wire.LIST), "jobs", list)
+    def list_page(self, limit=None, since=None, after=None):
+        """One LIST page, newest first: (records, next), next being the `after` of the page
+        that follows, or None when there is no more. since: unix seconds (jobs submitted at
+        or after it)."""
+        body = {k: v for k, v in (("limit", limit), ("since", since), ("after", after)) if v is not None}
+        answer = self.request(wire.LIST, body)
+        cursor = answer.get("next")
+        if cursor is not None and not isinstance(cursor, str):
+            raise DaemonError(None, f"the daemon at {self.endpoint} answered without a valid 'next'")
+        return self._field(answer, "jobs", list), cursor
+
+    def list(self, since=None):
+        """Every job's record (submitted at or after `since`), newest first, page by page."""
+        jobs, cursor = self.list_page(wire.LIST_MAX, since)
+        while cursor is not None:
+            more, cursor = self.list_page(wire.LIST_MAX, since, cursor)
+            jobs.extend(more)
+        return jobs
+
+    def delete(self, job):
+        """Remove a finished job, its record and result (a queued or running one is refused:
+        DaemonError NOT_FINISHED)."""
+        return self.request(wire.DELETE, {"job": job})
 
     def shutdown(self):
         return self.request(wire.SHUTDOWN)

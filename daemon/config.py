@@ -43,6 +43,8 @@ class DaemonConfig:
     verify_leaves: int = 8                  # leaves of each returned mini-tree checked (0: none)
     verify_full: bool = False               # rebuild every mini-tree here and compare it all
     resume: bool = True                     # an interrupted job resumes at the next start (False: it fails)
+    keep_results: int = 0                   # finished jobs kept, the newest (0: no limit); older ones are deleted
+    keep_days: float = 0.0                  # finished jobs are deleted this many days after they finished (0: never)
     unit_size: int = 0                      # entries per work unit, a power of two (0: the README's rule)
     proof_cache_mb: int = 128               # verified node cache of each result proofs are served from
     max_memory_mb: int = 0                  # heap budget; over it, control clients are dropped (0: 3/4 of RAM)
@@ -82,7 +84,7 @@ class DaemonConfig:
             raise ConfigError(f"{where}: default_executors must be at most {MAX_EXECUTORS}")
         for name, low in (("max_parallel_jobs", 1), ("heartbeat_liveness", 1), ("max_retries", 0),
                           ("verify_leaves", 0), ("max_memory_mb", 0), ("proof_cache_mb", 0),
-                          ("default_executors", 1), ("worker_threads", 1)):
+                          ("default_executors", 1), ("worker_threads", 1), ("keep_results", 0)):
             if getattr(self, name) < low:
                 raise ConfigError(f"{where}: {name} must be at least {low}")
         if not self.keys_dir and not self.insecure:
@@ -95,6 +97,8 @@ class DaemonConfig:
                               f"max_parallel_jobs: at most {65535 - self.max_parallel_jobs * MAX_EXECUTORS}")
         if self.worker_memory_mb < -1:
             raise ConfigError(f"{where}: worker_memory_mb must be -1 (no limit), 0 (the default rule) or MiB")
+        if not 0 <= self.keep_days < float("inf"):
+            raise ConfigError(f"{where}: keep_days must be 0 (keep forever) or a number of days")
         if self.heartbeat_interval <= 0:
             raise ConfigError(f"{where}: heartbeat_interval must be positive")
         if self.upload_timeout <= 0:

@@ -21,6 +21,7 @@ most cache_bytes: the daemon's proof_cache_mb) belong to this thread alone. When
 waits, the thread fills the cache of the result it used last, a fraction of a millisecond at a
 time (StoredTree.warm: about 7 s of one core for 128 MiB, kernel time with the GIL released),
 so that proofs soon stop their climb at unit level cache_level instead of the unit root.
+A deleted job's result is dropped (forget(): its files' mappings go) before the next batch.
 """
 import collections
 import logging
@@ -83,6 +84,7 @@ class ProofServer(threading.Thread):
         self.stopping = threading.Event()
         self.ready = threading.Event()     # both inproc sockets connected: requests may come
         self.served = self.batches = 0
+        self.forgotten = collections.deque()   # deleted jobs whose results go (the control loop's)
 
     def run(self):
         requests = self.context.socket(zmq.PULL)
@@ -97,6 +99,7 @@ class ProofServer(threading.Thread):
         last = 0                               # the size of the last batch
         try:
             while not self.stopping.is_set():
+                self._drop_forgotten()
                 if not requests.poll(0 if self.cold else POLL_MS):
                     self._warm()
                     continue
@@ -123,6 +126,18 @@ class ProofServer(threading.Thread):
     def stop(self):
         """Stop after the batch in hand (within POLL_MS when idle)."""
         self.stopping.set()
+
+    def forget(self, job):
+        """The job was deleted: drop its loaded result (its maps of files that are gone), in
+        this thread, within POLL_MS. Called from the control loop, once the job's id is out of
+        the job table, so no later request can load it again."""
+        self.forgotten.append(job)
+
+    def _drop_forgotten(self):
+        while self.forgotten:
+            job = self.forgotten.popleft()
+            self.results.pop(job, None)
+            self.cold.pop(job, None)
 
     # ---- answers ------------------------------------------------------------------------------
 

@@ -3,9 +3,12 @@
 Exit codes: 0 done (or the request succeeded), 1 the job failed or was cancelled,
 2 usage or connection errors. The message on stderr says which.
 """
+import argparse
 import collections
+import datetime
 import errno
 import json
+import math
 import os
 import stat
 import sys
@@ -14,7 +17,7 @@ import time
 from ..cython_ext.params import LAYOUTS
 from ..mst.commands import Parser, power_of_two
 from ..mst.limits import DEFAULT_LAYOUT, DEFAULT_N_BYTES
-from ..wire import SubmitRequest
+from ..wire import LIST_LIMIT, LIST_MAX, SubmitRequest
 from ..wire.keys import KeyDir, KeysError
 from .client import DEFAULT_DAEMON, DaemonClient, DaemonError
 
@@ -43,14 +46,49 @@ def _parser():
                        help="send the CSVs to the daemon through its control socket (no shared "
                             "file system needed); it deletes them when the job ends")
     for name, text in (("status", "a job's state and progress as JSON"), ("cancel", "cancel a job"),
-                       ("proof", "an inclusion proof as JSON")):
+                       ("proof", "an inclusion proof as JSON"),
+                       ("delete", "remove a finished job: its record and its result")):
         sub = commands.add_parser(name, help=text)
         sub.add_argument("job", metavar="JOB")
         if name == "proof":
             sub.add_argument("--username", required=True)
-    commands.add_parser("list", help="every job the daemon knows, one per line")
+    listing = commands.add_parser("list", help="the jobs the daemon knows, newest first, one per line")
+    listing.add_argument("--limit", type=_limit, default=LIST_LIMIT,
+                         help=f"at most this many (default {LIST_LIMIT}, at most {LIST_MAX})")
+    listing.add_argument("--since", type=_since, metavar="TIME",
+                         help="only jobs submitted at or after TIME: unix seconds, or ISO-8601 "
+                              "(2026-12-04, 2026-12-04T10:00, ...+01:00; without an offset: local time)")
+    listing.add_argument("--after", metavar="CURSOR",
+                         help="the next page: the cursor the last page ended with")
     commands.add_parser("shutdown", help="stop the daemon gracefully")
     return parser
+
+
+def _limit(text):
+    value = int(text)
+    if not 1 <= value <= LIST_MAX:
+        raise ValueError(text)
+    return value
+
+
+_limit.__name__ = f"count of jobs (1 to {LIST_MAX})"
+
+
+def _since(text):
+    """Unix seconds, or an ISO-8601 date or time (local time without an offset)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is not None:
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected unix seconds or an ISO-8601 time, got {text!r}")
+        return value
+    try:
+        moment = datetime.datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected unix seconds or an ISO-8601 time, got {text!r}") from None
+    return moment.timestamp()
 
 
 def _duration(seconds):
@@ -200,11 +238,20 @@ def _run(args, client):
             return 1
     elif args.command == "proof":
         print(json.dumps(client.proof(args.job, args.username), indent=2))
+    elif args.command == "delete":
+        answer = client.delete(args.job)
+        print(f"{answer['job']}: deleted")
     elif args.command == "list":
-        for record in client.list():
+        jobs, cursor = client.list_page(args.limit, args.since, args.after)
+        for record in jobs:
             progress = record["progress"]
             print(f"{record['job']}  {record['state']:<9}  {progress.get('batches_done', 0)}/"
                   f"{progress.get('batches') or '?'}  {record.get('error') or ''}".rstrip())
+        if cursor is not None:       # on stderr: stdout stays one line per job
+            more = [f"--limit {args.limit}"] if args.limit != LIST_LIMIT else []
+            more += [f"--since {args.since!r}"] if args.since is not None else []
+            print(f"{PROG}: more jobs: {PROG} list {' '.join(more + ['--after', cursor])}",
+                  file=sys.stderr)
     elif args.command == "shutdown":
         client.shutdown()
         print("the daemon is stopping")

@@ -437,6 +437,10 @@ def bad_messages(csv_path):
         "status with a bad job id": ([wire.HEADER, wire.STATUS, pack({"job": "a b"})], Code.BAD_FIELD),
         "cancel of an unknown job": ([wire.HEADER, wire.CANCEL, pack({"job": "nope"})], Code.NO_SUCH_JOB),
         "proof without a username": ([wire.HEADER, wire.PROOF, pack({"job": "nope"})], Code.NO_SUCH_JOB),
+        "delete of an unknown job": ([wire.HEADER, wire.DELETE, pack({"job": "nope"})], Code.NO_SUCH_JOB),
+        "delete without a job": ([wire.HEADER, wire.DELETE, pack({})], Code.BAD_FIELD),
+        "list of 0 jobs": ([wire.HEADER, wire.LIST, pack({"limit": 0})], Code.BAD_FIELD),
+        "list since a word": ([wire.HEADER, wire.LIST, pack({"since": "today"})], Code.BAD_FIELD),
     }
 
 

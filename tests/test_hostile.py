@@ -715,7 +715,7 @@ def test_millions_of_one_byte_frames_are_dropped_within_the_memory_limit(sockets
 # ---- 4. garbage on the daemon's control socket ------------------------------------------------------
 
 DAEMON_COMMANDS = [wire.SUBMIT, wire.STATUS, wire.PROOF, wire.LIST, wire.CANCEL, wire.UPLOAD, wire.CHUNK,
-                   wire.FINISH]   # never SHUTDOWN
+                   wire.FINISH, wire.DELETE]   # never SHUTDOWN
 
 
 def daemon_garbage(rng, job):

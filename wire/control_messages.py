@@ -1,5 +1,5 @@
-"""The daemon's control message set: SUBMIT's body, the job id of the others, and the three
-messages of an upload.
+"""The daemon's control message set: SUBMIT's body, the job id of the others, LIST's page, and
+the three messages of an upload.
 
 As for BUILD, the wire reads types and shapes; the values' rules (layouts, N_BYTES, batch
 sizes) are the tree library's, applied by the daemon (daemon/job.py).
@@ -14,17 +14,28 @@ with the daemon:
 Chunks go in order, each at most chunk_bytes, and at most `window` of them unanswered: the
 client sends the next one only when the daemon has written the earlier ones. Then SUBMIT names
 the uploads (`uploads`, instead of `csvs`).
+
+LIST answers a page of jobs, newest first (by the time they were submitted, then by id):
+
+    LIST    limit, since, after   -> REPLY jobs (records), next (a cursor, or nil: no more)
+
+at most `limit` of them (default LIST_LIMIT), only those submitted at or after `since` (unix
+seconds), and only those after the cursor `after` (a `next` of an earlier page): the next page
+goes on where the last one stopped, whatever was submitted or deleted meanwhile.
 """
+import math
 import re
 from dataclasses import dataclass
 
-from .envelope import ProtocolError, field, job_id
+from .envelope import _JOB_ID, ProtocolError, field, job_id
 from .protocol import MAX_EXECUTORS, Code
 
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 NAME_MAX_BYTES = 255           # a file name (NAME_MAX)
+LIST_LIMIT = 100               # jobs of a LIST page unless it says
+LIST_MAX = 1000                # at most (a reply's array holds at most 1024: envelope.parse)
 
 
 @dataclass
@@ -78,8 +89,58 @@ def read_submit(body, spawners):
 
 
 def check_job(body):
-    """The job id of a STATUS, CANCEL or PROOF request."""
+    """The job id of a STATUS, CANCEL, PROOF or DELETE request."""
     return job_id(body)
+
+
+@dataclass
+class ListRequest:
+    limit: int = LIST_LIMIT
+    since: float = None       # unix seconds: only jobs submitted at or after; None: all
+    after: str = None         # a cursor (a LIST reply's `next`): the page goes on after it
+
+    def body(self):
+        body = {"limit": self.limit}
+        if self.since is not None:
+            body["since"] = self.since
+        if self.after is not None:
+            body["after"] = self.after
+        return body
+
+
+def list_cursor(submitted, job):
+    """The cursor of a LIST page that stopped at this job: its sort key, (submitted, job)."""
+    return f"{float(submitted)!r}/{job}"
+
+
+def read_cursor(text):
+    """A cursor -> (submitted, job), or ValueError."""
+    submitted, sep, job = text.partition("/")
+    value = float(submitted)
+    if not sep or not math.isfinite(value) or not _JOB_ID.fullmatch(job):
+        raise ValueError(text)
+    return value, job
+
+
+def read_list(body):
+    """A LIST body -> ListRequest; every field may be absent or nil (an empty body is today's
+    LIST: the newest LIST_LIMIT jobs)."""
+    limit, since, after = body.get("limit"), body.get("since"), body.get("after")
+    if limit is None:
+        limit = LIST_LIMIT
+    elif type(limit) is not int or not 1 <= limit <= LIST_MAX:
+        raise ProtocolError(Code.BAD_FIELD, f"field 'limit': 1 to {LIST_MAX} jobs, or nil")
+    if since is not None and (type(since) not in (int, float) or not math.isfinite(since)):
+        raise ProtocolError(Code.BAD_FIELD, "field 'since': unix seconds (a number), or nil")
+    if after is not None:
+        try:
+            if type(after) is not str:
+                raise ValueError(after)
+            read_cursor(after)
+        except ValueError:
+            raise ProtocolError(Code.BAD_FIELD, "field 'after': a cursor, as a LIST reply's "
+                                "'next' gives it, or nil") from None
+    return ListRequest(limit, None if since is None else float(since), after)
 
 
 def check_upload(body):

@@ -27,17 +27,18 @@ CANCEL = b"\x06"   # stop job J (the daemon also publishes it, and takes it from
 SUBMIT = b"\x10"   # a build job: csvs, executors, spawner, layout, n_bytes, batch_size
 STATUS = b"\x11"   # one job's state and progress
 PROOF = b"\x12"    # an inclusion proof from a finished job
-LIST = b"\x13"     # every job the daemon knows
+LIST = b"\x13"     # the jobs the daemon knows, a page at a time (newest first)
 SHUTDOWN = b"\x14" # stop the daemon gracefully
 REPLY = b"\x15"    # the daemon's answer to any of the above
 UPLOAD = b"\x16"   # begin sending a CSV to the daemon: its name and size; REPLY names the upload
 CHUNK = b"\x17"    # the next bytes of an upload, at their offset (at most the chunk size it was given)
 FINISH = b"\x18"   # the upload is whole: the SHA-256 of what was sent; REPLY once it is on disk
+DELETE = b"\x19"   # remove a finished job: its record and its result directory
 
 COMMAND_NAMES = {BUILD: "BUILD", RESULT: "RESULT", ERROR: "ERROR", PING: "PING", PONG: "PONG",
                  CANCEL: "CANCEL", SUBMIT: "SUBMIT", STATUS: "STATUS", PROOF: "PROOF",
                  LIST: "LIST", SHUTDOWN: "SHUTDOWN", REPLY: "REPLY", UPLOAD: "UPLOAD",
-                 CHUNK: "CHUNK", FINISH: "FINISH"}
+                 CHUNK: "CHUNK", FINISH: "FINISH", DELETE: "DELETE"}
 
 CANCEL_TOPICS = b"cancel."   # what workers subscribe to; the only subscription the daemon keeps
 
@@ -60,6 +61,7 @@ class Code(enum.IntEnum):
     NOT_FOUND = 12          # the username is not in the job's tree
     NO_SUCH_UPLOAD = 13     # the daemon knows no upload by that id (or no longer: it was refused, expired or used)
     OVER_LIMIT = 14         # an upload beyond the daemon's limits (max_upload_mb, max_uploads, free disk)
+    NOT_FINISHED = 15       # DELETE of a job that is queued or running: cancel it first
 
 
 def cancel_topic(job):
