@@ -58,7 +58,10 @@ class Job:
     def wire_id(self):
         """The job id workers see: each resumed attempt has its own, so that answers a worker
         still owed an earlier attempt are told apart (and dropped)."""
-        return self.id if self.attempt <= 1 else f"{self.id}.{self.attempt}"
+        return self.wire_id_of(self.attempt)
+
+    def wire_id_of(self, attempt):
+        return self.id if attempt <= 1 else f"{self.id}.{attempt}"
 
     @property
     def state(self):

@@ -62,8 +62,8 @@ class JobRunner(threading.Thread):
                        progress={"entries_estimate": loader.estimate},
                        **({} if resumed else {"pins": loader.pins}))
             if resumed:
-                self.events.send(f"{job.id}.{job.attempt - 1}".encode() if job.attempt > 2
-                                 else job.id.encode())   # workers still busy with the last attempt
+                # workers still busy with the last attempt stop
+                self.events.send(job.wire_id_of(job.attempt - 1).encode())
             loader.start()
             executors = self._spawn(self._executor_count(loader))     # while the loader reads
             self.dispatcher = Dispatcher(job, self.config, self.context, self.spawner, executors,

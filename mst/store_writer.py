@@ -8,6 +8,7 @@ always complete. SHA-256s are computed as the bytes are written: sequential file
 stream, nodes.bin (written out of order) slot by slot, its digest being the SHA-256 of the
 slots' digests in order.
 """
+import collections
 import hashlib
 import json
 import os
@@ -122,12 +123,10 @@ class Journal:
                 break
             serial = int.from_bytes(record[:8], "little")
             units[serial] = (record[8:8 + root_bytes], record[8 + root_bytes:-8])
-        return _Earlier((unit_depth, n, n_bytes), units)
+        return Earlier((unit_depth, n, n_bytes), units)
 
 
-class _Earlier:
-    def __init__(self, shape, units):
-        self.shape, self.units = shape, units
+Earlier = collections.namedtuple("Earlier", "shape units")   # a journal read back
 
 
 class ResultWriter:
