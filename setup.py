@@ -22,7 +22,16 @@ records = Extension(
 csvscan = Extension(
     "summa_aggregation.cython_ext._csvscan",
     sources=["cython_ext/_csvscan.pyx"],
+    depends=["cython_ext/keccak.h"],
+    include_dirs=["cython_ext"],
     extra_compile_args=["-O3", "-fno-strict-aliasing"],
 )
 
-setup(ext_modules=cythonize([kernel, records, csvscan], language_level=3))
+# sorting entries by username: in-memory runs and their k-way merge (no I/O)
+sort = Extension(
+    "summa_aggregation.cython_ext._sort",
+    sources=["cython_ext/_sort.pyx"],
+    extra_compile_args=["-O3", "-fno-strict-aliasing"],
+)
+
+setup(ext_modules=cythonize([kernel, records, csvscan, sort], language_level=3))

@@ -6,11 +6,16 @@ and knows no error messages. It parses the lines it can be sure about and hands 
 line back:
 
 - an entry line the C loop accepts: ``username,digits,...,digits`` with exactly the header's
-  columns, the username 1..32 bytes of well-formed UTF-8 without control characters (C0 or
-  DEL), ',' or '"' (32 bytes only if their big-endian value is below the field modulus P),
-  each balance 1..80 ASCII digits whose value is below 2^(8 N_BYTES),
-  ended by LF, CRLF or the end of the file. Its username goes out as a 32-byte little-endian
-  word (the UTF-8 bytes read big-endian), its balances as N_BYTES bytes each, little-endian;
+  columns (Summa v1.1), or ``username;digits,...,digits`` with exactly the job's number of
+  balances (Summa v1, ``v1=True``); the username well-formed UTF-8 without control characters
+  (C0 or DEL), '"' or the separator that ends it (',' in v1.1, ';' in v1), 1..32 bytes under
+  the ``bytes`` encoding (32 bytes only if their big-endian value is below the field modulus P),
+  1..NAME_MAX_KECCAK bytes under ``keccak256``; each balance 1..80 ASCII digits whose value is
+  below 2^(8 N_BYTES), ended by LF, CRLF or the end of the file. Its username goes out as a
+  32-byte little-endian word: the UTF-8 bytes read big-endian (``bytes``), or their Keccak-256
+  digest read big-endian and reduced mod P (``keccak256``, computed here, in C); its balances
+  as N_BYTES bytes each, little-endian; with ``names=True`` its raw username bytes are kept too
+  (concatenated, with their lengths as uint32 little-endian);
 - SLOW: any other line without '"' or CR (but the CR of its CRLF): the caller decides it with
   the csv module (a longer username, a bad field, an error to name);
 - SWITCH: a line with '"' or a lone CR, where the csv module's quoting and line rules apply:
@@ -24,13 +29,21 @@ from libc.string cimport memchr, memcmp, memcpy, memset
 
 from .params import P
 
+
+cdef extern from "keccak.h" nogil:
+    void summa_keccak256(const uint8_t *data, size_t length, uint8_t *out)
+
 cdef enum:
     _NEED_MORE = 0   # every complete line is consumed; pos is where the next one starts
     _FULL = 1        # the entry buffers hold `segment` entries
     _SLOW = 2        # the line [pos, ce) needs the caller; the next line starts at nx
     _SWITCH = 3      # the line at pos holds '"' or a lone CR
     _FOUND = 4       # line_of: the line at pos is the non-blank line asked for
+    _NAMES_ROOM = 5  # internal: the names buffer needs `need` more bytes (scan() grows it)
     _NAME_MAX = 32   # username bytes the C loop takes (31 always fit; 32 if below P)
+    # keccak256: any length is valid, but the csv module refuses a field longer than its
+    # field_size_limit() (131,072 characters by default), so a longer username is the caller's
+    _NAME_MAX_KECCAK = 131072
     _DIGITS_MAX = 80  # balance digits the C loop takes (longer fields go to the caller)
 
 NEED_MORE = _NEED_MORE
@@ -39,15 +52,95 @@ SLOW = _SLOW
 SWITCH = _SWITCH
 FOUND = _FOUND
 NAME_MAX = _NAME_MAX
+NAME_MAX_KECCAK = _NAME_MAX_KECCAK
 DIGITS_MAX = _DIGITS_MAX
 
 cdef uint8_t _CLASS[256]   # 1: username byte (printable ASCII but ',' and '"'); 2: byte >= 0x80
+cdef uint8_t _CLASS_V1[256]   # the same for Summa v1 lines: ';' ends the username, ',' is in it
 cdef int _b
 for _b in range(256):
     _CLASS[_b] = 1 if 0x20 <= _b <= 0x7e and _b != 0x2c and _b != 0x22 else (2 if _b >= 0x80 else 0)
+    _CLASS_V1[_b] = 1 if 0x20 <= _b <= 0x7e and _b != 0x3b and _b != 0x22 else (2 if _b >= 0x80 else 0)
 cdef uint8_t _P_BE[32]     # the field modulus, big-endian (a username's bytes are read big-endian)
 for _b, _byte in enumerate(P.to_bytes(32, "big")):
     _P_BE[_b] = _byte
+cdef uint64_t _P_LIMBS[4]  # the field modulus in 64-bit limbs, least significant first
+for _b in range(4):
+    _P_LIMBS[_b] = (P >> (64 * _b)) & 0xffffffffffffffff
+
+
+cdef inline void _digest_word(const uint8_t *name, int64_t n, uint8_t *out) noexcept nogil:
+    """out = the 32-byte little-endian word of Keccak-256(name) read big-endian, mod P.
+    P > 2^253, so the digest (< 2^256) is below 6 P: at most 5 subtractions."""
+    cdef uint8_t d[32]
+    cdef uint64_t v[4]
+    cdef uint64_t t, u, borrow, nb
+    cdef int i, j, r
+    summa_keccak256(name, <size_t>n, d)
+    for i in range(4):
+        t = 0
+        for j in range(8):
+            t = (t << 8) | d[24 - 8 * i + j]
+        v[i] = t
+    for r in range(5):
+        i = 3
+        while i > 0 and v[i] == _P_LIMBS[i]:
+            i -= 1
+        if v[i] < _P_LIMBS[i]:
+            break            # below P
+        borrow = 0
+        for i in range(4):
+            t = v[i] - _P_LIMBS[i]
+            nb = t > v[i]
+            u = t - borrow
+            nb |= u > t
+            v[i] = u
+            borrow = nb
+    for i in range(4):
+        for j in range(8):
+            out[8 * i + j] = <uint8_t>(v[i] >> (8 * j))
+
+
+def keccak256(data):
+    """The Keccak-256 digest (Ethereum's: original Keccak padding, not SHA3-256) of a bytes-like
+    object, as 32 bytes."""
+    cdef const uint8_t[::1] view
+    cdef uint8_t out[32]
+    cdef uint8_t empty = 0
+    cdef const uint8_t *ptr = &empty
+    cdef Py_ssize_t n
+    mv = memoryview(data)
+    if not mv.c_contiguous:
+        mv = memoryview(mv.tobytes())
+    mv = mv.cast("B") if mv.format != "B" or mv.ndim != 1 else mv
+    n = mv.nbytes
+    if n:
+        view = mv
+        ptr = &view[0]
+    with nogil:
+        summa_keccak256(ptr, <size_t>n, out)
+    return bytes(out[:32])
+
+
+def keccak256_word(data):
+    """Keccak-256 of the bytes, read big-endian and reduced mod P, as a 32-byte LE word (what
+    the scanner writes for a username under the keccak256 encoding)."""
+    cdef const uint8_t[::1] view
+    cdef uint8_t out[32]
+    cdef uint8_t empty = 0
+    cdef const uint8_t *ptr = &empty
+    cdef Py_ssize_t n
+    mv = memoryview(data)
+    if not mv.c_contiguous:
+        mv = memoryview(mv.tobytes())
+    mv = mv.cast("B") if mv.format != "B" or mv.ndim != 1 else mv
+    n = mv.nbytes
+    if n:
+        view = mv
+        ptr = &view[0]
+    with nogil:
+        _digest_word(ptr, n, out)
+    return bytes(out[:32])
 
 
 cdef struct Scan:
@@ -59,6 +152,14 @@ cdef struct Scan:
     int64_t nonblank      # line_of: non-blank lines passed (the header is the first)
     uint8_t *users
     uint8_t *bals
+    const uint8_t *cls    # _CLASS (v1.1) or _CLASS_V1
+    uint8_t sep           # the byte after the username: ',' (v1.1) or ';' (v1)
+    bint keccak           # usernames are Keccak-256 digests mod P
+    int64_t name_max      # the longest username the C loop takes
+    bint want_names       # keep the raw usernames (names, lens)
+    uint8_t *names        # names_len bytes of usernames, concatenated, names_cap room
+    uint8_t *lens         # count lengths, uint32 little-endian
+    int64_t names_len, names_cap, need
 
 
 cdef inline bint _utf8_ok(const uint8_t *s, int64_t n) noexcept nogil:
@@ -147,28 +248,30 @@ cdef inline bint _put_number(const uint8_t *d, int64_t nd, uint8_t *out, int nb)
 
 
 cdef inline int64_t _entry(Scan *s, const uint8_t *buf, int64_t p, int64_t end, bint final) noexcept nogil:
-    """Parse the entry line at p into slot s.count; the next line's start, or -1 if not taken."""
+    """Parse the entry line at p into slot s.count; the next line's start, -1 if not taken, or -2
+    if the names buffer needs s.need more bytes of room first."""
     cdef int64_t q = p, d, nx = -1, ulen, i
     cdef int hi = 0, j, k
     cdef uint8_t *u
     cdef uint8_t *b
+    cdef uint8_t *ln
+    cdef const uint8_t *cls = s.cls
     while q < end:
-        k = _CLASS[buf[q]]
+        k = cls[buf[q]]
         if k == 0:
             break
         hi |= k
         q += 1
     ulen = q - p
-    if q >= end or buf[q] != 0x2c or ulen == 0 or ulen > _NAME_MAX:
+    if q >= end or buf[q] != s.sep or ulen == 0 or ulen > s.name_max:
         return -1
-    if ulen == 32 and memcmp(buf + p, _P_BE, 32) >= 0:
+    if not s.keccak and ulen == 32 and memcmp(buf + p, _P_BE, 32) >= 0:
         return -1
     if (hi & 2) and not _utf8_ok(buf + p, ulen):
         return -1
-    u = s.users + 32 * s.count
-    for i in range(ulen):
-        u[i] = buf[q - 1 - i]
-    memset(u + ulen, 0, 32 - ulen)
+    if s.want_names and s.names_len + ulen > s.names_cap:
+        s.need = ulen
+        return -2
     q += 1
     b = s.bals + s.row_bytes * s.count
     for j in range(s.ncur):
@@ -194,6 +297,21 @@ cdef inline int64_t _entry(Scan *s, const uint8_t *buf, int64_t p, int64_t end, 
         if not _put_number(buf + d, q - d, b + s.nb * j, s.nb):
             return -1
         q = nx
+    u = s.users + 32 * s.count
+    if s.keccak:
+        _digest_word(buf + p, ulen, u)
+    else:
+        for i in range(ulen):
+            u[i] = buf[p + ulen - 1 - i]
+        memset(u + ulen, 0, 32 - ulen)
+    if s.want_names:
+        memcpy(s.names + s.names_len, buf + p, ulen)
+        s.names_len += ulen
+        ln = s.lens + 4 * s.count
+        ln[0] = <uint8_t>ulen
+        ln[1] = <uint8_t>(ulen >> 8)
+        ln[2] = <uint8_t>(ulen >> 16)
+        ln[3] = <uint8_t>(ulen >> 24)
     return nx
 
 
@@ -247,6 +365,9 @@ cdef int _scan(Scan *s, const uint8_t *buf, int64_t p, int64_t end, bint final) 
             s.line += 1
             p = nx
             continue
+        if nx == -2:
+            s.pos = p
+            return _NAMES_ROOM
         return _line_end(s, buf, p, end, final)
 
 
@@ -291,32 +412,60 @@ cdef class Scanner:
 
     scan(buf, pos, end, final) parses buf[pos:end] (final: nothing follows it in the file) and
     returns a status; `pos` then says where it stopped (the line it hands back, or the next one),
-    `line` that line's number, `ce`/`nx` a SLOW line's content end and the next line's start."""
+    `line` that line's number, `ce`/`nx` a SLOW line's content end and the next line's start.
+
+    keccak: usernames go out as Keccak-256 digests mod P (any length up to NAME_MAX_KECCAK bytes
+    is taken); v1: lines are Summa v1 rows ``username;b0,b1,...``; names: keep every entry's raw
+    username bytes too (take() hands them out)."""
     cdef Scan s
-    cdef bytearray _users, _bals
+    cdef bytearray _users, _bals, _names, _lens
     cdef readonly int64_t segment
 
     def __init__(self, int n_currencies, int n_bytes, int64_t segment, int64_t line=1,
-                 int64_t initial=4096):
+                 int64_t initial=4096, bint keccak=False, bint v1=False, bint names=False):
         if not (1 <= n_currencies <= 1024 and 1 <= n_bytes <= 32 and segment >= 1 and line >= 1):
             raise ValueError("Scanner: bad arguments")
         self.s.ncur, self.s.nb = n_currencies, n_bytes
         self.s.row_bytes = <int64_t>n_currencies * n_bytes
         self.s.line = line
+        if v1:
+            self.s.cls = &_CLASS_V1[0]
+        else:
+            self.s.cls = &_CLASS[0]
+        self.s.sep = 0x3b if v1 else 0x2c
+        self.s.keccak = keccak
+        self.s.name_max = _NAME_MAX_KECCAK if keccak else _NAME_MAX
+        self.s.want_names = names
         self.segment = segment
         self._users = bytearray()
         self._bals = bytearray()
+        self._lens = bytearray()
+        self._names = bytearray()
         self._resize(min(segment, max(initial, 1)))
+        self._grow_names(16 * self.s.cap if names else 0)
 
     cdef _resize(self, int64_t cap):
         users = bytearray(32 * cap)
         bals = bytearray(self.s.row_bytes * cap + 1)   # + 1: never empty
+        lens = bytearray(4 * cap if self.s.want_names else 1)
         users[:32 * self.s.count] = self._users[:32 * self.s.count]
         bals[:self.s.row_bytes * self.s.count] = self._bals[:self.s.row_bytes * self.s.count]
-        self._users, self._bals = users, bals
+        if self.s.want_names:
+            lens[:4 * self.s.count] = self._lens[:4 * self.s.count]
+        self._users, self._bals, self._lens = users, bals, lens
         cdef uint8_t[::1] mu = users
         cdef uint8_t[::1] mb = bals
-        self.s.users, self.s.bals, self.s.cap = &mu[0], &mb[0], cap
+        cdef uint8_t[::1] ml = lens
+        self.s.users, self.s.bals, self.s.lens, self.s.cap = &mu[0], &mb[0], &ml[0], cap
+
+    cdef _grow_names(self, int64_t need):
+        """Room for `need` more name bytes (at least doubling)."""
+        cdef int64_t cap = max(2 * self.s.names_cap, self.s.names_len + need, 1)
+        names = bytearray(cap)
+        names[:self.s.names_len] = self._names[:self.s.names_len]
+        self._names = names
+        cdef uint8_t[::1] mn = names
+        self.s.names, self.s.names_cap = &mn[0], cap
 
     def scan(self, const uint8_t[::1] buf, int64_t pos, int64_t end, bint final):
         """Parse entries; returns NEED_MORE, FULL (`segment` entries are waiting), SLOW or SWITCH."""
@@ -329,9 +478,12 @@ cdef class Scanner:
         while True:
             with nogil:
                 st = _scan(&self.s, &buf[0], pos, end, final)
+            pos = self.s.pos
+            if st == _NAMES_ROOM:
+                self._grow_names(self.s.need)
+                continue
             if st != _FULL or self.s.cap >= self.segment:
                 return st
-            pos = self.s.pos
             self._resize(min(self.segment, 2 * self.s.cap))
 
     def first_line(self, const uint8_t[::1] buf, int64_t pos, int64_t end, bint final):
@@ -357,11 +509,21 @@ cdef class Scanner:
             st = _line_of(&self.s, &buf[0], pos, end, final, target)
         return st
 
-    def add(self, const uint8_t[::1] word, const uint8_t[::1] balances):
-        """Append one entry parsed elsewhere (a 32-byte word, row_bytes of narrow balances);
-        returns True when `segment` entries are waiting."""
+    def add(self, const uint8_t[::1] word, const uint8_t[::1] balances, name=None):
+        """Append one entry parsed elsewhere (a 32-byte word, row_bytes of narrow balances, and
+        with names=True its raw username bytes); returns True when `segment` entries are waiting."""
+        cdef const uint8_t[::1] raw
+        cdef int64_t n = 0
+        cdef int i
         if word.shape[0] != 32 or balances.shape[0] != self.s.row_bytes:
             raise ValueError("add: wrong sizes")
+        if self.s.want_names:
+            if name is None:
+                raise ValueError("add: the username's bytes are needed (names=True)")
+            raw = name
+            n = raw.shape[0]
+            if n >= (<int64_t>1 << 32):
+                raise ValueError("add: username too long")
         if self.s.count >= self.segment:
             raise ValueError("add: the buffers are full")
         if self.s.count == self.s.cap:
@@ -369,15 +531,30 @@ cdef class Scanner:
         memcpy(self.s.users + 32 * self.s.count, &word[0], 32)
         if self.s.row_bytes:
             memcpy(self.s.bals + self.s.row_bytes * self.s.count, &balances[0], self.s.row_bytes)
+        if self.s.want_names:
+            if self.s.names_len + n > self.s.names_cap:
+                self._grow_names(n)
+            if n:
+                memcpy(self.s.names + self.s.names_len, &raw[0], n)
+            self.s.names_len += n
+            for i in range(4):
+                self.s.lens[4 * self.s.count + i] = <uint8_t>(n >> (8 * i))
         self.s.count += 1
         return self.s.count == self.segment
 
     def take(self):
-        """(usernames, balances, count) of the waiting entries as memoryviews of the buffers, valid
-        until the next call; the buffers are then empty."""
-        cdef int64_t n = self.s.count
+        """(usernames, balances, count, names, lengths) of the waiting entries as memoryviews of
+        the buffers, valid until the next call (names and lengths empty without names=True); the
+        buffers are then empty."""
+        cdef int64_t n = self.s.count, nl = self.s.names_len
         self.s.count = 0
-        return (memoryview(self._users)[:32 * n], memoryview(self._bals)[:self.s.row_bytes * n], n)
+        self.s.names_len = 0
+        if self.s.want_names:
+            names, lens = memoryview(self._names)[:nl], memoryview(self._lens)[:4 * n]
+        else:
+            names = lens = memoryview(self._lens)[:0]
+        return (memoryview(self._users)[:32 * n], memoryview(self._bals)[:self.s.row_bytes * n], n,
+                names, lens)
 
     @property
     def count(self):
@@ -398,6 +575,10 @@ cdef class Scanner:
     @property
     def nonblank(self):
         return self.s.nonblank
+
+    @nonblank.setter
+    def nonblank(self, int64_t value):
+        self.s.nonblank = value
 
     @property
     def line(self):

@@ -80,3 +80,14 @@ def tree_bytes(depth, n_currencies):
 def depth_for(count):
     """ceil(log2(count)), and 0 for a single entry."""
     return max(count - 1, 0).bit_length()
+
+
+USERNAME_ENCODINGS = ("bytes", "keccak256")   # SPEC section 7
+DEFAULT_USERNAME_ENCODING = USERNAME_ENCODINGS[0]
+
+
+def check_username_encoding(encoding, what="username encoding"):
+    if encoding not in USERNAME_ENCODINGS:
+        raise ValueError(f"{what}: unknown username encoding {encoding!r} (expected one of: "
+                         f"{', '.join(USERNAME_ENCODINGS)})")
+    return encoding

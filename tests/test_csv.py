@@ -84,6 +84,42 @@ def test_username_to_word_rejects(name, words):
         username_to_word(name)
 
 
+@pytest.mark.parametrize("name, words", [
+    ("", "empty"), ("a\x00", "control"), ("\x00a", "control"), ("a\x7f", "control"),
+    ("a\ud800", "not valid Unicode")])
+def test_username_to_word_keccak256_keeps_the_other_rules(name, words):
+    with pytest.raises(ValueError, match=words):
+        username_to_word(name, "keccak256")
+
+
+@pytest.mark.parametrize("name", ["a" * 33, "1" + "0" * 31, "ü" * 400, "alice"])
+def test_username_to_word_keccak256_takes_any_length(name):
+    w = username_to_word(name, "keccak256")
+    assert len(w) == 32 and int.from_bytes(w, "little") < P
+    assert w == username_to_word(name, encoding="keccak256")
+    assert w != username_to_word("x" + name, "keccak256")
+
+
+def test_username_to_word_encoding_is_checked():
+    assert username_to_word("alice", "bytes") == username_to_word("alice")
+    with pytest.raises(ValueError, match="unknown username encoding 'sha3'"):
+        username_to_word("alice", "sha3")
+
+
+def test_read_csvs_gives_the_usernames_bytes(tmp_path):
+    path = write(tmp_path, "a.csv", HEADER + "alice,1,2\nzoë,3,4\n\"b,ob\",5,6\n")
+    (batch,) = read_csvs([path])
+    assert batch.names == "alicezoëb,ob".encode()
+    assert batch.name_lengths == b"".join(n.to_bytes(4, "little") for n in (5, 4, 4))
+
+
+def test_many_leading_zeros_are_still_a_number(tmp_path):
+    path = write(tmp_path, "a.csv", HEADER + "alice,1," + "0" * 5000 + "7\n")
+    assert read_csv(path).balances[32:] == word(7)
+    message = bad_file(tmp_path, HEADER + "alice,1," + "0" * 5000 + "1" * 81 + "\n")
+    assert "bad.csv:2:" in message and "out of range" in message
+
+
 def test_username_limit_is_the_modulus():
     # p = 0x3064..., so 32 bytes starting '0' (0x30 0x30...) fit and starting '1' do not
     assert P.to_bytes(32, "big")[:2] == b"\x30\x64"
