@@ -35,15 +35,16 @@ BIN = os.path.dirname(sys.executable)
 class Daemon:
     """A real summa-daemon in plaintext on a free loopback port (the benchmarks' clients hold no keys)."""
 
-    def __init__(self, directory, env=None, stderr=None, input_dirs=None):
+    def __init__(self, directory, env=None, stderr=None, input_dirs=None, settings=None):
         """input_dirs: where it may read CSVs (default: the directory holding DIRECTORY, where
-        the benchmarks write them)."""
+        the benchmarks write them); settings: more config keys (JSON values are TOML values)."""
         self.endpoint = f"tcp://127.0.0.1:{free_port()}"
         config = os.path.join(directory, "daemon.toml")
         inputs = input_dirs or [os.path.dirname(os.path.abspath(directory))]
+        values = {"control": self.endpoint, "data_dir": f"{directory}/data", "log_level": "WARNING",
+                  "insecure": True, "input_dirs": inputs, **(settings or {})}
         with open(config, "w") as handle:
-            handle.write(f'control = "{self.endpoint}"\ndata_dir = "{directory}/data"\n'
-                         f'log_level = "WARNING"\ninsecure = true\ninput_dirs = {json.dumps(inputs)}\n')
+            handle.write("".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items()))
         self.process = subprocess.Popen([os.path.join(BIN, "summa-daemon"), "--config", config],
                                         stdout=subprocess.PIPE, stderr=stderr, text=True,
                                         env={**os.environ, **(env or {})})

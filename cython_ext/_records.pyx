@@ -218,6 +218,18 @@ def count_up(uint64_t[::1] out, uint64_t start):
             out[i] = start + i
 
 
+def ends_of(const uint32_t[::1] lengths, uint64_t start, uint64_t[::1] out):
+    """out[i] = start + lengths[0] + ... + lengths[i]: where each name ends in a names file
+    (returns where the last one ends)."""
+    cdef int64_t i
+    _need(out.shape[0] == lengths.shape[0], "ends_of: lengths and out differ in length")
+    with nogil:
+        for i in range(lengths.shape[0]):
+            start += lengths[i]
+            out[i] = start
+    return start
+
+
 def sort_pairs(uint64_t[::1] keys, uint64_t[::1] values):
     """Sort (key, value) pairs by key, then by value, in place (LSD radix sort)."""
     cdef int64_t n = keys.shape[0]

@@ -31,11 +31,29 @@ def hash_elements(elements):
     return state[0]
 
 
-def username_to_field(username):
-    value = int.from_bytes(username.encode("utf-8"), "big")
+def username_to_field(username, encoding="bytes"):
+    """SPEC sections 2 and 7: bytes (the UTF-8 bytes, below P) or keccak256 (the digest mod P)."""
+    raw = username.encode("utf-8")
+    if encoding == "keccak256":
+        return int.from_bytes(keccak256(raw), "big") % P
+    if encoding != "bytes":
+        raise ValueError(f"unknown username encoding {encoding!r}")
+    value = int.from_bytes(raw, "big")
     if value >= P:
         raise ValueError(f"username {username!r} does not fit in the field")
     return value
+
+
+def keccak256(data):
+    """Ethereum's Keccak-256 (the original padding, not SHA3-256), from a maintained library:
+    the reference our C Keccak is tested against (pycryptodome, a test dependency)."""
+    from Crypto.Hash import keccak
+    return keccak.new(digest_bits=256, data=bytes(data)).digest()
+
+
+def sort_entries(entries):
+    """SPEC section 7's order of a sorted tree: by the usernames' UTF-8 bytes, ascending."""
+    return sorted(entries, key=lambda entry: entry[0].encode("utf-8"))
 
 
 def leaf(username_field, balances):
@@ -66,9 +84,11 @@ def build_levels(leaves, layout=INTERLEAVED, depth=None):
     return levels
 
 
-def build_tree(entries, layout=INTERLEAVED, depth=None):
+def build_tree(entries, layout=INTERLEAVED, depth=None, encoding="bytes", is_sorted=False):
     """entries: (username str, balances) pairs. Returns the levels (see build_levels)."""
-    return build_levels([leaf(username_to_field(u), b) for u, b in entries], layout, depth)
+    if is_sorted:
+        entries = sort_entries(entries)
+    return build_levels([leaf(username_to_field(u, encoding), b) for u, b in entries], layout, depth)
 
 
 def aggregate(mini_levels, layout=INTERLEAVED):

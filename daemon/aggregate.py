@@ -15,7 +15,7 @@ import threading
 
 from ..cython_ext.params import LAYOUTS
 from ..mst import store
-from ..mst.commands import Parser, power_of_two, run
+from ..mst.commands import Parser, add_variant_arguments, power_of_two, run
 from ..mst.limits import DEFAULT_LAYOUT, DEFAULT_N_BYTES, check_n_bytes
 from ..wire import SubmitRequest
 from ..wire.keys import KeyDir, generate
@@ -41,6 +41,7 @@ def _parser():
     parser.add_argument("--batch-size", type=power_of_two, metavar="2^K",
                         help="cut the entries into mini-trees of this many entries instead of "
                              "one mini-tree per CSV (the root is then that of one big tree)")
+    add_variant_arguments(parser)
     parser.add_argument("--out", metavar="DIR", help="write the result directory here (must not exist)")
     return parser
 
@@ -71,7 +72,8 @@ def _aggregate(argv):
         with DaemonClient(daemon.control_endpoint, timeout=60, keys=KeyDir(keys_dir)) as client:
             try:
                 job_id = client.submit(SubmitRequest(csvs, args.workers, "mock", args.layout,
-                                                     args.n_bytes, args.batch_size))
+                                                     args.n_bytes, args.batch_size, None,
+                                                     args.username_encoding, args.sorted))
             except DaemonError as error:        # e.g. a path with control characters
                 raise JobFailed(error.message) from None
             record = follow(client, job_id, Progress(), interval=0.05)

@@ -46,6 +46,7 @@ class DaemonConfig:
     keep_results: int = 0                   # finished jobs kept, the newest (0: no limit); older ones are deleted
     keep_days: float = 0.0                  # finished jobs are deleted this many days after they finished (0: never)
     unit_size: int = 0                      # entries per work unit, a power of two (0: the README's rule)
+    sort_memory_mb: int = 256               # a sorted job's entries sorted in memory at once; beyond it, runs on disk
     proof_cache_mb: int = 128               # verified node cache of each result proofs are served from
     max_memory_mb: int = 0                  # heap budget; over it, control clients are dropped (0: 3/4 of RAM)
     keys_dir: str = ""                      # CURVE key directory (summa-keys)
@@ -84,7 +85,8 @@ class DaemonConfig:
             raise ConfigError(f"{where}: default_executors must be at most {MAX_EXECUTORS}")
         for name, low in (("max_parallel_jobs", 1), ("heartbeat_liveness", 1), ("max_retries", 0),
                           ("verify_leaves", 0), ("max_memory_mb", 0), ("proof_cache_mb", 0),
-                          ("default_executors", 1), ("worker_threads", 1), ("keep_results", 0)):
+                          ("default_executors", 1), ("worker_threads", 1), ("keep_results", 0),
+                          ("sort_memory_mb", 1)):
             if getattr(self, name) < low:
                 raise ConfigError(f"{where}: {name} must be at least {low}")
         if not self.keys_dir and not self.insecure:

@@ -133,7 +133,8 @@ class Dispatcher:
         spec, payload = self.job.spec, self._payload(self.units[serial])
         request = wire.BuildRequest(self.wire_id, serial, payload.count, len(payload.currencies),
                                     spec.layout, spec.n_bytes, self.depth, payload.usernames,
-                                    payload.balances, currencies=payload.currencies)
+                                    payload.balances, currencies=payload.currencies,
+                                    username_encoding=spec.username_encoding, is_sorted=spec.sorted)
         return wire.frames(wire.BUILD, request.body())
 
     def _heartbeats(self, now):

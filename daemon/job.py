@@ -7,7 +7,7 @@ import threading
 import time
 
 from .. import wire
-from ..mst.limits import check_n_bytes, check_power_of_two, layout_code
+from ..mst.limits import check_n_bytes, check_power_of_two, check_username_encoding, layout_code
 from ..mst.store_v1 import fsync_dir
 
 log = logging.getLogger("summa.daemon")
@@ -32,6 +32,7 @@ def check_submit(body, spawners):
     wire.rule(check_n_bytes, spec.n_bytes, "field 'n_bytes'")
     if spec.batch_size is not None:
         wire.rule(check_power_of_two, spec.batch_size, "field 'batch_size'")
+    wire.rule(check_username_encoding, spec.username_encoding, "field 'username_encoding'")
     return spec
 
 

@@ -13,19 +13,25 @@ input order, then ("end", TreeShape) or ("error", why). With one mini-tree per C
 mini-tree depth d is known only at the end, and k <= d is proven as soon as some file has
 more than 2^(k-1) entries; units are handed out only after that, and if no file ever proves
 it, every file is one unit of depth d.
+
+A sorted job (SPEC section 7) first reads every CSV into a Sorter (mst/sort.py: bounded
+memory, runs on disk beyond it); its merged output is then what is stored and cut, as one
+sequence of fixed-size batches (one mini-tree over everything without a batch size), so its
+units come only once the reading is done. Duplicates come out of the merge, named by their
+input positions.
 """
-import csv
 import hashlib
-import io
 import logging
 import os
 import queue
 import threading
+import time
 from dataclasses import dataclass
 
-from ..mst.csv_reader import CsvError, FdReader, line_of_entry, scan_file, word_to_username
+from ..mst.csv_reader import CsvError, line_of_entry, peek_currencies, scan_file
 from ..mst.limits import depth_for
 from ..mst.shape import TreeShape, default_unit_depth
+from ..mst.sort import DEFAULT_MEMORY_BYTES, SEGMENT, Sorter
 from .inputs import InputError, open_regular
 
 log = logging.getLogger("summa.daemon")
@@ -58,29 +64,25 @@ def estimate_entries(fds):
     return max(total * max(lines - 1, 1) // max(len(sample), 1), 1) if sample else None
 
 
-def peek_currencies(fd):
-    """The balance column names of a CSV's header (an open descriptor), for the units cut
-    before scan_file has checked it (if they are wrong, scan_file fails the job before any unit
-    is built)."""
-    try:
-        with io.TextIOWrapper(io.BufferedReader(FdReader(fd)), newline="", encoding="utf-8-sig",
-                              errors="replace") as handle:
-            header = next((row for row in csv.reader(handle) if row), [])
-    except (OSError, csv.Error):
-        header = []
-    return header[1:]
-
-
 class Loader(threading.Thread):
-    def __init__(self, spec, writer, stop, unit_size=0, opener=None, pinned=None):
+    def __init__(self, spec, writer, stop, unit_size=0, opener=None, pinned=None,
+                 sort_memory_bytes=DEFAULT_MEMORY_BYTES):
         """opener(path) -> a descriptor open on the CSV (InputPolicy.open; default: any regular
         file). Every CSV is opened here, once, and read only through its descriptor; the first
         that cannot be is `open_error` (the job fails with it, nothing is read).
 
         pins: each CSV's size, mtime and (once read) SHA-256, computed as it is read. pinned:
-        an interrupted run's pins, which a resumed job's inputs must match."""
+        an interrupted run's pins, which a resumed job's inputs must match.
+
+        sort_memory_bytes: what a sorted job's sort may hold in memory (beyond it, runs on disk
+        in the writer's directory)."""
         super().__init__(name="csv-loader", daemon=True)
         self.spec, self.writer, self.stop = spec, writer, stop
+        self.sort_memory_bytes, self.sorter = sort_memory_bytes, None
+        # the usernames' bytes: the writer keeps them under keccak256 (a digest cannot be
+        # turned back), the sort orders by them
+        self.want_names = spec.sorted or spec.username_encoding != "bytes"
+        self.names = None                  # the names of the entries of the next sink call
         self.out = queue.Queue()          # unit descriptors: a few ints each
         self.fds, self.open_error, self.pins, self.pinned = [], None, [], pinned
         try:
@@ -104,6 +106,7 @@ class Loader(threading.Thread):
         self.fixed = spec.batch_size.bit_length() - 1 if spec.batch_size else None
         if self.fixed is not None:
             self.unit_depth = min(self.unit_depth, self.fixed)
+        # sorted without a batch size: one tree, its depth known once everything is read
         self.proven = self.fixed is not None or self.unit_depth == 0
         self.serial, self.position = 0, 0
         self.unit_start, self.unit_count = 0, 0
@@ -155,22 +158,34 @@ class Loader(threading.Thread):
 
     # ---- reading ------------------------------------------------------------------------------
 
+    def _scan(self, batch, path, header, sink):
+        """scan_file of CSV `batch` through its descriptor, pinning its SHA-256."""
+        digest = hashlib.sha256()
+        result = scan_file(path, self.spec.n_bytes, header, sink, fd=self.fds[batch], digest=digest,
+                           encoding=self.spec.username_encoding,
+                           names=self._names if self.want_names else None)
+        self.pins[batch]["sha256"] = digest.hexdigest()
+        try:
+            self._check_pin(batch, ("sha256",))
+        except InputError as error:
+            raise CsvError(str(error)) from None
+        return result
+
+    def _names(self, data, lengths, count):
+        # the reader reuses these buffers once this returns: the sink gets copies
+        self.names = (bytes(data), bytes(lengths))
+
     def _read_all(self):
+        if self.spec.sorted:
+            return self._read_sorted()
         spec, counts, header = self.spec, [], None
         for batch, path in enumerate(spec.csvs):
             self.file_starts.append(self.position)
             self.file_batch, self.file_count = batch, 0
             if self.fixed is None:             # units never cross files, batches may
                 self.unit_start, self.unit_count = self.position, 0
-            digest = hashlib.sha256()
             try:
-                currencies, count = scan_file(path, spec.n_bytes, header, self._sink,
-                                              fd=self.fds[batch], digest=digest)
-                self.pins[batch]["sha256"] = digest.hexdigest()
-                try:
-                    self._check_pin(batch, ("sha256",))
-                except InputError as error:
-                    raise CsvError(str(error)) from None
+                currencies, count = self._scan(batch, path, header, self._sink)
             except CsvError:
                 try:
                     self._duplicates_first()      # one before the bad line comes first
@@ -199,11 +214,15 @@ class Loader(threading.Thread):
     def _sink(self, usernames, balances, count):
         if self.stop.is_set():
             raise _Stop()
-        self.writer.append_entries(usernames, balances, count)
+        self.writer.append_entries(usernames, balances, count, *(self.names or ()))
         self.file_count += count
         if not self.proven and self.file_count > 1 << (self.unit_depth - 1):   # so d >= k
             self.proven = True
             self._fix_depth()
+        self._advance(count)
+
+    def _advance(self, count):
+        """Cut the units that the next `count` stored entries complete."""
         size = 1 << self.unit_depth
         while count:
             take = min(size - self.unit_count, count)
@@ -212,6 +231,69 @@ class Loader(threading.Thread):
             count -= take
             if self.unit_count == size:
                 self._cut()
+
+    # ---- sorted jobs --------------------------------------------------------------------------
+
+    def _read_sorted(self):
+        spec, header = self.spec, None
+        try:
+            for batch, path in enumerate(spec.csvs):
+                self.file_starts.append(self.position)
+                try:
+                    currencies, _ = self._scan(batch, path, header, self._sort_sink)
+                except CsvError:
+                    try:
+                        found = self.sorter.duplicate() if self.sorter is not None else None
+                    except OSError:
+                        found = None
+                    if found:                 # one before the bad line comes first
+                        raise CsvError(self._sorted_duplicate(found)) from None
+                    raise
+                header = ["username"] + currencies
+                self.currencies = currencies
+            total = self.position
+            if self.fixed is None:
+                self.fixed = depth_for(total)
+            if not self.proven:
+                self.unit_depth = min(self.unit_depth, self.fixed)
+                self.proven = True
+                self._fix_depth()
+            log.info("sorting %d entries by username", total)
+            began = time.monotonic()
+            self.position = self.unit_start = self.unit_count = 0
+            found = self.sorter.merge(self._sorted_sink, SEGMENT)
+            log.info("sorted %d entries in %.2f s (%d runs on disk)", total,
+                     time.monotonic() - began, self.sorter.spilled)
+        finally:
+            if self.sorter is not None:
+                self.sorter.close()
+        if self.unit_count:
+            self._cut()
+        # the index (written now) sees the same duplicates, at their sorted positions
+        self.writer.finish_index()
+        if found:
+            raise CsvError(self._sorted_duplicate(found))
+        self.writer.sync_entries()
+        size = 1 << self.fixed
+        counts = [min(size, total - start) for start in range(0, total, size)]
+        return TreeShape(counts, self.fixed, self.unit_depth)
+
+    def _sort_sink(self, usernames, balances, count):
+        if self.stop.is_set():
+            raise _Stop()
+        if self.sorter is None:
+            # the balance width as read, not as peeked
+            n_currencies = len(balances) // (count * self.spec.n_bytes)
+            self.sorter = Sorter(self.writer.directory, n_currencies, self.spec.n_bytes,
+                                 self.sort_memory_bytes)
+        self.sorter.add(usernames, balances, count, *self.names)
+        self.position += count
+
+    def _sorted_sink(self, usernames, balances, count, names, lengths, origins):
+        if self.stop.is_set():
+            raise _Stop()
+        self.writer.append_entries(usernames, balances, count, names, lengths)
+        self._advance(count)
 
     def _cut(self):
         start, count = self.unit_start, self.unit_count
@@ -245,18 +327,26 @@ class Loader(threading.Thread):
         duplicates = self.writer.finish_index()
         if duplicates:
             first, later = duplicates[0]
-            raise CsvError(f"{self._place(later)}: duplicate username "
-                           f"{self._username(later)!r} (first seen at {self._place(first)})")
+            raise CsvError(self._duplicate_error(first, later, self.writer.username_at(later)))
+
+    def _sorted_duplicate(self, found):
+        return self._duplicate_error(found.first, found.later, found.name.decode("utf-8", "replace"))
+
+    def _duplicate_error(self, first, later, username):
+        """first, later: input positions."""
+        return (f"{self._place(later)}: duplicate username {username!r} "
+                f"(first seen at {self._place(first)})")
 
     def _place(self, position):
         file = self._file_of(position)
         path = self.spec.csvs[file]
         return f"{path}:{line_of_entry(path, position - self.file_starts[file], fd=self.fds[file])}"
 
-    def _username(self, position):
-        return word_to_username(os.pread(self.writer.usernames.fd, 32, 32 * position))
-
     def path_of(self, position):
+        """What names the entry stored at `position` in errors: its CSV (a sorted job's stored
+        order mixes them)."""
+        if self.spec.sorted:
+            return "the sorted entries"
         return self.spec.csvs[self._file_of(position)]
 
     def drain(self):

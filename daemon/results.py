@@ -37,6 +37,9 @@ def write_result(job, shape, roots, writer, currencies, before_saving=lambda: No
         "unit_depth": shape.unit_depth, "mini_count": len(shape.counts),
         "entry_counts": shape.counts, "entries": shape.entries, "root": upper.root.to_json(),
         "job": job.id, "inputs": list(spec.csvs), "batch_size": spec.batch_size,
+        # SPEC section 7: the variants, read back by summa-proof (and stated in every proof)
+        "username_encoding": spec.username_encoding, "is_sorted": spec.sorted,
+        "csv_format": "v1" if currencies and currencies[0] == "currency_0" else "v1.1",
     }
     try:
         writer.finish(shape, upper, manifest, before_publish=job.commit)

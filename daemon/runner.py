@@ -53,7 +53,8 @@ class JobRunner(threading.Thread):
             job.update(self.jobs_dir, state=LOADING, started=job.record.get("started") or time.time())
             writer = self._writer(resumed)
             loader = Loader(job.spec, writer, stop_loading, self.config.unit_size, self._opener(),
-                            pinned=job.record.get("pins") if resumed else None)
+                            pinned=job.record.get("pins") if resumed else None,
+                            sort_memory_bytes=self.config.sort_memory_mb << 20)
             if loader.open_error:        # before any worker starts
                 raise JobEnded(FAILED, loader.open_error)
             # what a later attempt must find: where the units are stored, and the inputs as
@@ -115,7 +116,8 @@ class JobRunner(threading.Thread):
         partial = self.job.record.get("partial") if resumed else None
         try:
             return ResultWriter(target, self.job.spec.n_bytes,
-                                resume=os.path.join(self.results_dir, partial) if partial else None)
+                                resume=os.path.join(self.results_dir, partial) if partial else None,
+                                username_encoding=self.job.spec.username_encoding)
         except (OSError, StoreError) as error:
             raise JobEnded(FAILED, f"cannot write the result to {target}: "
                            f"{getattr(error, 'strerror', None) or error}") from None

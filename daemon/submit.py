@@ -15,7 +15,7 @@ import sys
 import time
 
 from ..cython_ext.params import LAYOUTS
-from ..mst.commands import Parser, power_of_two
+from ..mst.commands import Parser, add_variant_arguments, power_of_two
 from ..mst.limits import DEFAULT_LAYOUT, DEFAULT_N_BYTES
 from ..wire import LIST_LIMIT, LIST_MAX, SubmitRequest
 from ..wire.keys import KeyDir, KeysError
@@ -41,6 +41,7 @@ def _parser():
     build.add_argument("--n-bytes", type=int, default=DEFAULT_N_BYTES)
     build.add_argument("--batch-size", type=power_of_two, metavar="2^K",
                        help="mini-trees of 2^K entries instead of one per CSV")
+    add_variant_arguments(build)
     build.add_argument("--wait", action="store_true", help="follow the job; print its root last")
     build.add_argument("--upload", action="store_true",
                        help="send the CSVs to the daemon through its control socket (no shared "
@@ -222,10 +223,11 @@ def _run(args, client):
             _local_files(args.csvs)
             uploads = [client.upload(path) for path in args.csvs]
             spec = SubmitRequest([], args.executors, args.spawner, args.layout, args.n_bytes,
-                                 args.batch_size, uploads)
+                                 args.batch_size, uploads, args.username_encoding, args.sorted)
         else:
             spec = SubmitRequest([os.path.abspath(p) for p in args.csvs], args.executors,
-                                 args.spawner, args.layout, args.n_bytes, args.batch_size)
+                                 args.spawner, args.layout, args.n_bytes, args.batch_size, None,
+                                 args.username_encoding, args.sorted)
         job_id = client.submit(spec)
         print(job_id, flush=True)
         return _follow(client, job_id) if args.wait else 0

@@ -3,7 +3,7 @@ import json
 import sys
 
 from .commands import Parser, run
-from .proof import InvalidProof, verify_proof
+from .proof import InvalidProof, variants, verify_proof
 from .store import check, load
 
 
@@ -119,8 +119,10 @@ def _verify(argv):
     root = verify_proof(proof)
     if args.root is not None and args.root.lower() != "0x%064x" % root[0]:
         raise InvalidProof(f"the proof leads to root 0x{root[0]:064x}, not to {args.root}")
+    encoding, is_sorted = variants(proof)
     print(f"valid: {proof['entry']['username']!r} at index {proof['index']} "
-          f"under root 0x{root[0]:064x}")
+          f"under root 0x{root[0]:064x} ({proof['layout']}, usernames {encoding}"
+          f"{', sorted tree' if is_sorted else ''})")
 
 
 def proof_main(argv=None):

@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from .csv_reader import CsvError
-from .limits import check_power_of_two
+from .limits import DEFAULT_USERNAME_ENCODING, USERNAME_ENCODINGS, check_power_of_two
 from .proof import InvalidProof
 from .store import StoreError
 from .tree import RangeCheckError
@@ -29,6 +29,18 @@ def power_of_two(text):
 
 
 power_of_two.__name__ = "power of two"   # argparse names the type in its error
+
+
+def add_variant_arguments(parser):
+    """The job variants of SPEC section 7, the same flags on every command that builds."""
+    parser.add_argument("--username-encoding", choices=list(USERNAME_ENCODINGS),
+                        default=DEFAULT_USERNAME_ENCODING,
+                        help="bytes: a username's UTF-8 bytes are its field value (at most 31 "
+                             "bytes always fit); keccak256: their Keccak-256 digest mod p, any "
+                             "length (summa-solvency since April 2024)")
+    parser.add_argument("--sorted", action="store_true",
+                        help="sort every entry by username (UTF-8 bytes) first, and build one "
+                             "tree of the sorted sequence (summa-solvency's new_sorted)")
 
 
 def run(prog, body, argv):

@@ -1,10 +1,16 @@
-"""Checking an inclusion proof (SPEC section 5): strict parsing, then recomputation."""
+"""Checking an inclusion proof (SPEC sections 5 and 7): strict parsing, then recomputation.
+
+A proof states everything its check needs: the layout, and (SPEC section 7) the username
+encoding and whether the tree is sorted. Proofs written before section 7 carry neither field:
+they are `bytes` and unsorted. Sortedness cannot be checked from one path (it is a statement
+about the neighbours), so it is parsed, returned to the caller, and shown by summa-verify."""
 import re
 
 from ..cython_ext import _kernel
 from ..cython_ext.params import P
 from .csv_reader import username_to_word
-from .limits import check_n_currencies, layout_code
+from .limits import (DEFAULT_USERNAME_ENCODING, check_n_currencies, check_username_encoding,
+                     layout_code)
 from .words import int_of, word_of
 
 _FIELD = re.compile(r"0x[0-9a-f]{64}")
@@ -34,23 +40,36 @@ def _node(value, n_currencies, where):
             [_field(b, f"{where}.balances[{i}]") for i, b in enumerate(balances)])
 
 
+KEYS = {"layout", "n_currencies", "entry", "index", "path", "path_indices", "root"}
+OPTIONAL = {"username_encoding", "is_sorted"}     # SPEC section 7; absent: bytes, unsorted
+
+
+def variants(proof):
+    """(username encoding, is_sorted) that a parsed-valid proof states."""
+    return proof.get("username_encoding", DEFAULT_USERNAME_ENCODING), proof.get("is_sorted", False)
+
+
 def _parse(proof):
-    keys = {"layout", "n_currencies", "entry", "index", "path", "path_indices", "root"}
-    if not isinstance(proof, dict) or set(proof) != keys:
-        raise InvalidProof(f"expected an object with exactly the keys {sorted(keys)}")
+    if not isinstance(proof, dict) or not KEYS <= set(proof) <= KEYS | OPTIONAL:
+        raise InvalidProof(f"expected an object with exactly the keys {sorted(KEYS)}, and "
+                           f"optionally {sorted(OPTIONAL)}")
     layout, n = proof["layout"], proof["n_currencies"]
     try:
         layout_code(layout)
         check_n_currencies(n)
+        encoding = check_username_encoding(proof.get("username_encoding", DEFAULT_USERNAME_ENCODING),
+                                           "username_encoding")
     except ValueError as error:
         raise InvalidProof(str(error)) from None
+    if type(proof.get("is_sorted", False)) is not bool:
+        raise InvalidProof("is_sorted: expected true or false")
     entry = proof["entry"]
     if not isinstance(entry, dict) or set(entry) != {"username", "balances"}:
         raise InvalidProof("entry: expected an object with exactly 'username' and 'balances'")
     if not isinstance(entry["username"], str):
         raise InvalidProof("entry.username: expected a string")
     try:
-        username = int_of(username_to_word(entry["username"]))
+        username = int_of(username_to_word(entry["username"], encoding))
     except ValueError as error:
         raise InvalidProof(f"entry.username: {error}") from None
     balances = entry["balances"]

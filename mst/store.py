@@ -11,6 +11,12 @@ Version 2 (written by store_writer.py while the job runs):
                            0 holds the unit roots, its level d-k the mini-tree roots, its top the root
     index-keys.bin         sorted keyed fingerprints of the usernames   (index.py)
     index-positions.bin    the entry position of each
+    names.bin              under the keccak256 username encoding only (SPEC section 7): the
+                           usernames' UTF-8 bytes, concatenated (a word is then a digest)
+    name-ends.bin          under keccak256 only: where each username ends in names.bin (u64)
+
+The manifest states the variants (SPEC section 7): username_encoding (absent: bytes),
+is_sorted (absent: false) and csv_format; every proof states the first two.
 
 Levels 0 and 1 are recomputed from the entries. The upper tree is rehashed when the directory
 is opened and must lead to the manifest's root (a verified copy stays in memory); every proof's
@@ -35,7 +41,7 @@ from .index import KEYS, POSITIONS, fingerprints
 from .limits import layout_code, record_bytes, tree_bytes
 from .proof import InvalidProof, verify_proof
 from .shape import TreeShape
-from .store_writer import FORMAT, narrow_record_bytes, stored_records
+from .store_writer import FORMAT, NAME_ENDS, NAMES, narrow_record_bytes, stored_records
 from .tree import Levels, zero_root
 from .store_v1 import StoreError, publish
 
@@ -163,14 +169,23 @@ class StoredTree:
         if self.shape.entries != m["entries"]:
             raise StoreError(f"{self.directory}: the entry counts do not add up to 'entries'")
         self.key = [int(part, 16) for part in m["index_key"]]
+        self.encoding = m.get("username_encoding", "bytes")
+        self.is_sorted = m.get("is_sorted", False)
+        if self.encoding not in ("bytes", "keccak256") or type(self.is_sorted) is not bool:
+            raise StoreError(f"{self.directory}: the manifest names an unknown username encoding "
+                             f"{self.encoding!r} or a non-boolean is_sorted")
         files, n, k = m["files"], self.shape.entries, self.shape.unit_depth
         self.narrow = narrow_record_bytes(self.n, self.n_bytes)
         self.slot_records = stored_records(k)
         sizes = {"usernames.bin": WORD * n, "balances.bin": self.n * self.n_bytes * n,
                  "nodes.bin": self.slot_records * self.narrow * self.shape.units,
                  "upper.bin": tree_bytes(self.shape.upper_depth, self.n), KEYS: 8 * n, POSITIONS: 8 * n}
+        if self.encoding != "bytes":     # names.bin: any size, its ends say where each name is
+            sizes.update({NAMES: files[NAMES]["bytes"], NAME_ENDS: 8 * n})
         maps = {name: _map(self.directory, name, size) for name, size in sizes.items()
                 if files[name]["bytes"] == size or _size_error(self.directory, name, files[name], size)}
+        self.names = maps.get(NAMES)
+        self.name_ends = maps[NAME_ENDS].cast("Q") if NAME_ENDS in maps else None
         self.usernames, self.balances = maps["usernames.bin"], maps["balances.bin"]
         self.nodes = maps["nodes.bin"]
         self.keys, self.positions = maps[KEYS].cast("Q"), maps[POSITIONS].cast("Q")
@@ -188,7 +203,8 @@ class StoredTree:
         root = self.root.to_json()
         self._root = (root["hash"], root["balances"])
         self._head = (f'{{"layout":{json.dumps(self.layout)},"n_currencies":{self.n},'
-                      f'"entry":{{"username":').encode()
+                      f'"username_encoding":{json.dumps(self.encoding)},'
+                      f'"is_sorted":{json.dumps(self.is_sorted)},"entry":{{"username":').encode()
         self._tail = f'],"root":{json.dumps(root, separators=(",", ":"))}}}\n'.encode()
         self._warm_at = (k - 1, 0)
 
@@ -276,7 +292,7 @@ class StoredTree:
         words, found = bytearray(), []
         for name in usernames:
             try:
-                words += username_to_word(name)
+                words += username_to_word(name, self.encoding)
                 found.append(True)
             except ValueError:
                 found.append(False)
@@ -295,6 +311,12 @@ class StoredTree:
                 continue
             position = positions[at]
             at += 1
+            try:
+                if position >= 0 and self.names is not None and not self._holds(position, name):
+                    position = -1     # another username with the same digest: not this one
+            except StoreError as error:
+                out.append(error)
+                continue
             if position == -2:
                 try:
                     self._suspects(name, prints[at - 1])
@@ -303,6 +325,35 @@ class StoredTree:
                     continue
             out.append(None if position < 0 else position if single else shape.global_index(position))
         return out
+
+    def _name_at(self, position):
+        """The stored username bytes of an entry position (keccak256 only)."""
+        ends = self.name_ends
+        if not 0 <= position < len(ends):
+            raise StoreError(f"{self.directory}: no stored username at position {position}")
+        start, end = ends[position - 1] if position else 0, ends[position]
+        if not start <= end <= len(self.names):
+            raise StoreError(f"{self.directory}: name-ends.bin is damaged at position {position} "
+                             f"(summa-proof --check names the file)")
+        return bytes(self.names[start:end])
+
+    def _holds(self, position, name):
+        return self._name_at(position) == name.encode("utf-8")
+
+    def _username(self, index, word):
+        """The username of the entry at a global index, whose stored (verified) word is `word`;
+        under keccak256 the stored name must hash to it, or the proof would not verify."""
+        if self.names is None:
+            return word_to_username(word)
+        raw = self._name_at(self.shape.position(*self.shape.locate(index)))
+        try:
+            name = raw.decode("utf-8")
+            if username_to_word(name, self.encoding) == bytes(word):
+                return name
+        except ValueError:
+            pass
+        raise StoreError(f"{self.directory}: the stored username of entry {index} does not hash "
+                         f"to its word (names.bin is damaged; summa-proof --check names the file)")
 
     def _suspects(self, name, fingerprint):
         """The entries the index gives for a username's fingerprint hold another username:
@@ -362,8 +413,8 @@ class StoredTree:
             raise next(iter(errors.values()))
         where = {index: i for i, index in enumerate(kept)}
         record = WORD * (1 + self.n)
-        names = [encode_basestring_ascii(word_to_username(entries[record * i:record * i + WORD]))
-                 .encode() for i in range(len(kept))]
+        names = [encode_basestring_ascii(self._username(index, entries[record * i:record * i + WORD]))
+                 .encode() for i, index in enumerate(kept)]
         text = _records.proof_lines(siblings, entries, array("Q", kept),
                                     array("q", [where[index] for index in wanted]), names,
                                     self.shape.depth, self.n, self._head, self._tail)
@@ -473,7 +524,8 @@ class StoredTree:
         root_hash, root_balances = self._root
         return {
             "layout": self.layout, "n_currencies": n,
-            "entry": {"username": word_to_username(entries[at:at + WORD]),
+            "username_encoding": self.encoding, "is_sorted": self.is_sorted,
+            "entry": {"username": self._username(index, entries[at:at + WORD]),
                       "balances": _records.decimals(entries, at + WORD, n)},
             "index": index,
             "path": _records.path_nodes(siblings, self.record * depth * i, depth, n),

@@ -15,11 +15,14 @@ import os
 import shutil
 import tempfile
 import threading
+from array import array
 
 from ..cython_ext import _records
 from ..cython_ext.params import WORD
+
+from .csv_reader import word_to_username
 from .index import IndexBuilder, new_key
-from .limits import record_bytes
+from .limits import DEFAULT_USERNAME_ENCODING, check_username_encoding, record_bytes
 from .store_v1 import StoreError, fsync_dir, publish
 
 FORMAT = "summa-aggregation-result"
@@ -129,10 +132,18 @@ class Journal:
 Earlier = collections.namedtuple("Earlier", "shape units")   # a journal read back
 
 
+NAMES, NAME_ENDS = "names.bin", "name-ends.bin"
+
+
 class ResultWriter:
-    def __init__(self, target, n_bytes, n_currencies=None, resume=None):
+    def __init__(self, target, n_bytes, n_currencies=None, resume=None,
+                 username_encoding=DEFAULT_USERNAME_ENCODING):
         """resume: the partial directory of an earlier, interrupted run of the same job; its
-        journaled units are kept (set_unit_depth decides whether they still fit)."""
+        journaled units are kept (set_unit_depth decides whether they still fit).
+
+        username_encoding: under keccak256 a username word is a digest, which cannot be read
+        back, so the usernames themselves are stored too (names.bin, name-ends.bin)."""
+        self.username_encoding = check_username_encoding(username_encoding)
         self.target = os.path.abspath(target)
         if os.path.lexists(self.target):
             raise StoreError(f"{self.target}: already exists (results are never overwritten)")
@@ -149,6 +160,10 @@ class ResultWriter:
         self.set_currencies(n_currencies)
         self.usernames = Stream(os.path.join(self.directory, "usernames.bin"))
         self.balances = Stream(os.path.join(self.directory, "balances.bin"))
+        self.names = self.name_ends = None
+        if self.username_encoding != "bytes":
+            self.names = Stream(os.path.join(self.directory, NAMES))
+            self.name_ends = Stream(os.path.join(self.directory, NAME_ENDS))
         self.index_key = new_key()
         self.index = IndexBuilder(self.directory, self.index_key)
         self.files = {}
@@ -162,12 +177,37 @@ class ResultWriter:
 
     # ---- entries (the loader's thread) ----------------------------------------------------
 
-    def append_entries(self, usernames, balances, count):
-        """count username words (32 bytes) and count * N narrow balances (n_bytes each)."""
+    def append_entries(self, usernames, balances, count, names=None, lengths=None):
+        """count username words (32 bytes) and count * N narrow balances (n_bytes each);
+        names (their UTF-8 bytes, concatenated) and lengths (count uint32 LE) are needed
+        under keccak256 only, and ignored otherwise."""
+        if self.names is not None:
+            if names is None or lengths is None:
+                raise ValueError("append_entries: the usernames themselves are needed under "
+                                 "keccak256")
+            ends = array("Q", bytes(8 * count))
+            end = _records.ends_of(memoryview(lengths).cast("B").cast("I"), self.names.size,
+                                   memoryview(ends))
+            self.names.append(names)
+            if end != self.names.size:
+                raise ValueError("append_entries: the lengths do not add up to the names")
+            self.name_ends.append(ends)
         self.usernames.append(usernames)
         self.balances.append(balances)
         self.index.add(usernames, count)
         self.entries += count
+
+    def username_at(self, position):
+        """The username of the entry at `position` (written already)."""
+        if self.names is None:
+            return word_to_username(os.pread(self.usernames.fd, WORD, WORD * position))
+        return self._name(position).decode("utf-8", "replace")
+
+    def _name(self, position):
+        ends = os.pread(self.name_ends.fd, 16, 8 * (position - 1)) if position else \
+            bytes(8) + os.pread(self.name_ends.fd, 8, 0)
+        start, end = int.from_bytes(ends[:8], "little"), int.from_bytes(ends[8:16], "little")
+        return os.pread(self.names.fd, end - start, start)
 
     def read_entries(self, position, count):
         """(username words, WIDE balance words) of entries [position, position + count)."""
@@ -181,7 +221,10 @@ class ResultWriter:
         return usernames, wide
 
     def same_username(self, p, q):
-        return os.pread(self.usernames.fd, WORD, WORD * p) == os.pread(self.usernames.fd, WORD, WORD * q)
+        """Whether entries p and q have one username: the words say it under bytes (a word is
+        the username); under keccak256 equal digests are only a hint, the names decide."""
+        same = os.pread(self.usernames.fd, WORD, WORD * p) == os.pread(self.usernames.fd, WORD, WORD * q)
+        return same and (self.names is None or self._name(p) == self._name(q))
 
     def finish_index(self):
         """Write the index: the duplicates as (first, later) positions (see index.py)."""
@@ -191,8 +234,11 @@ class ResultWriter:
 
     def sync_entries(self):
         """fsync what the loader wrote, while the workers still build (not at the end)."""
-        os.fsync(self.usernames.fd)
-        os.fsync(self.balances.fd)
+        for stream in self._entry_streams():
+            os.fsync(stream.fd)
+
+    def _entry_streams(self):
+        return [s for s in (self.usernames, self.balances, self.names, self.name_ends) if s is not None]
 
     # ---- unit nodes (the checker's thread) ------------------------------------------------
 
@@ -260,6 +306,8 @@ class ResultWriter:
         before_publish may still refuse (raise) once everything but the rename is done."""
         files = self.files
         files["usernames.bin"], files["balances.bin"] = self.usernames.entry(), self.balances.entry()
+        if self.names is not None:
+            files[NAMES], files[NAME_ENDS] = self.names.entry(), self.name_ends.entry()
         digests = [self.slot_digests[s] for s in range(shape.units)]
         files["nodes.bin"] = {"bytes": self.slot_bytes * shape.units,
                               "sha256": hashlib.sha256(b"".join(digests)).hexdigest(),
@@ -270,7 +318,7 @@ class ResultWriter:
         files["upper.bin"] = upper_stream.entry()
         manifest = {"format": FORMAT, "version": VERSION, **manifest, "files": files,
                     "index_key": ["%016x" % part for part in self.index_key]}
-        for fd in (self.usernames.fd, self.balances.fd, self.nodes_fd, upper_stream.fd):
+        for fd in [s.fd for s in self._entry_streams()] + [self.nodes_fd, upper_stream.fd]:
             os.fsync(fd)
         os.close(upper_stream.fd)
         with open(os.path.join(self.directory, "manifest.json"), "w", encoding="utf-8") as handle:
@@ -291,13 +339,19 @@ class ResultWriter:
     def _close(self):
         if self.journal is not None:
             self.journal.close()
-        for fd in (self.usernames.fd, self.balances.fd, self.nodes_fd):
-            if fd is not None:
+        for stream in self._entry_streams():
+            if stream.fd is not None:
                 try:
-                    os.close(fd)
+                    os.close(stream.fd)
                 except OSError:
                     pass
-        self.usernames.fd = self.balances.fd = self.nodes_fd = None
+                stream.fd = None
+        if self.nodes_fd is not None:
+            try:
+                os.close(self.nodes_fd)
+            except OSError:
+                pass
+        self.nodes_fd = None
 
     def close(self):
         """Stop writing and keep what is written: the partial directory a resumed job reuses."""

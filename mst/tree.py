@@ -136,6 +136,8 @@ def _overflow_error(balances, count, n_currencies, n_bytes, currencies):
 class MerkleSumTree:
     """A tree over `count` entries, padded with zero entries to 2^depth leaves."""
 
+    is_sorted = False    # what the mini-tree JSON says: the caller sets it for sorted entries
+
     def __init__(self, levels, usernames, count, layout=DEFAULT_LAYOUT, currencies=None):
         self.levels, self.usernames, self.count = levels, usernames, count
         self.layout, self.currencies = layout, currencies
@@ -210,7 +212,7 @@ class MerkleSumTree:
     def to_json(self):
         """The mini-tree JSON of SPEC section 5 (what a worker returns when asked for JSON)."""
         return {"root": self.root.to_json(), "nodes": self.levels.to_json_levels(),
-                "depth": self.depth, "is_sorted": False}
+                "depth": self.depth, "is_sorted": bool(self.is_sorted)}
 
 
 class AggregationMerkleSumTree:
@@ -308,10 +310,13 @@ def find_word(buffer, word):
     return None
 
 
-def proof_json(layout, entry, index, siblings, sides, root):
+def proof_json(layout, entry, index, siblings, sides, root, username_encoding="bytes",
+               is_sorted=False):
     return {
         "layout": layout,
         "n_currencies": len(entry.balances),
+        "username_encoding": username_encoding,
+        "is_sorted": is_sorted,
         "entry": {"username": entry.username, "balances": [str(b) for b in entry.balances]},
         "index": index,
         "path": [s.to_json() for s in siblings],

@@ -87,6 +87,30 @@ def test_tree_matches_reference(case, kernel_backend, to_levels_json, to_node_js
     assert list(tree.root.balances) == [sum(col) for col in zip(*(b for _, b in entries))]
 
 
+# any username: under keccak256 (SPEC section 7) length is no limit
+LONG_NAME = st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=200)
+
+
+@settings(max_examples=30, **SETTINGS)
+@given(names=st.lists(LONG_NAME, min_size=1, max_size=20, unique=True),
+       layout=st.sampled_from(LAYOUTS), n_currencies=st.integers(1, 4), seed=st.integers(0, 2 ** 32))
+def test_keccak256_tree_matches_reference(names, layout, n_currencies, seed, kernel_backend,
+                                          to_levels_json):
+    """The reader's C Keccak and the kernel against the reference's pycryptodome Keccak and
+    Python Poseidon, over usernames of any length, sorted or not."""
+    from summa_aggregation.mst.csv_reader import username_to_word
+    rng = random.Random(seed)
+    entries = [(name, [rng.getrandbits(40) for _ in range(n_currencies)]) for name in names]
+    for is_sorted in (False, True):
+        ordered = reference.sort_entries(entries) if is_sorted else entries
+        usernames = b"".join(username_to_word(name, "keccak256") for name, _ in ordered)
+        assert unwords(usernames) == [reference.username_to_field(n, "keccak256") for n, _ in ordered]
+        tree = MerkleSumTree.build(usernames, words(b for _, bs in ordered for b in bs),
+                                   len(ordered), n_currencies, layout=layout)
+        levels = reference.build_tree(entries, layout, encoding="keccak256", is_sorted=is_sorted)
+        assert tree.to_json()["nodes"] == to_levels_json(levels)
+
+
 @settings(max_examples=40, **SETTINGS)
 @given(data=st.data())
 def test_hash_words_matches_reference(data, kernel_backend):

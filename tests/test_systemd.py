@@ -50,7 +50,7 @@ CONFIG_DEFAULTS = {
     "worker_memory_mb": 0,
     "cloud_compose_file": "", "cloud_stack": "summa_aggregation", "cloud_service": "mini-tree",
     "cloud_hosts": ["127.0.0.1"], "cloud_port": 4000, "verify_leaves": 8, "verify_full": False, "resume": True,
-    "keep_results": 0, "keep_days": 0.0, "unit_size": 0,
+    "keep_results": 0, "keep_days": 0.0, "unit_size": 0, "sort_memory_mb": 256,
     "proof_cache_mb": 128, "max_memory_mb": 0, "keys_dir": "/etc/summa-aggregation/keys", "insecure": False,
 }
 # where the example config deliberately differs from the daemon's own defaults

@@ -426,9 +426,15 @@ def mutants_root(p):
     yield "root missing", {**p, "root": None}
 
 
+# SPEC section 7's fields: absent means bytes and unsorted, so a bytes, unsorted proof without
+# them is the same proof (as every proof written before them)
+OPTIONAL_DEFAULTS = {"username_encoding": "bytes", "is_sorted": False}
+
+
 def mutants_structure(p):
     for key in p:
-        yield f"without {key}", {k: v for k, v in p.items() if k != key}
+        if p[key] != OPTIONAL_DEFAULTS.get(key, object()):
+            yield f"without {key}", {k: v for k, v in p.items() if k != key}
     yield "extra key", {**p, "extra": None}
     for key in p["entry"]:
         yield f"entry without {key}", {**p, "entry": {k: v for k, v in p["entry"].items() if k != key}}
@@ -441,8 +447,18 @@ def mutants_structure(p):
     yield "proof is a string", "proof"
 
 
+def mutants_variants(p):
+    """The username encoding is hashed into the leaf: another one is refused. (is_sorted is a
+    statement about the whole tree that one path cannot check: summa-verify only reports it.)"""
+    yield "username_encoding keccak256", {**p, "username_encoding": "keccak256"}
+    for value in ("sha3-256", "BYTES", None, 0, ["bytes"]):
+        yield f"username_encoding {value!r}", {**p, "username_encoding": value}
+    for value in ("true", 0, 1, None):
+        yield f"is_sorted {value!r}", {**p, "is_sorted": value}
+
+
 MUTATION_FAMILIES = {f.__name__[len("mutants_"):]: f for f in (
-    mutants_layout, mutants_n_currencies, mutants_username, mutants_entry_balances, mutants_index,
+    mutants_variants, mutants_layout, mutants_n_currencies, mutants_username, mutants_entry_balances, mutants_index,
     mutants_path_hashes, mutants_path_balances, mutants_path_nodes, mutants_path_indices,
     mutants_root, mutants_structure)}
 

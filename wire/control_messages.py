@@ -47,12 +47,19 @@ class SubmitRequest:
     n_bytes: int
     batch_size: int = None    # None: one mini-tree per CSV
     uploads: list = None      # upload ids (UPLOAD ... FINISH) instead of csvs; None: csvs
+    username_encoding: str = "bytes"   # SPEC section 7: "bytes" or "keccak256"
+    sorted: bool = False               # SPEC section 7: one tree over the entries sorted by username
 
     def body(self):
         body = {"csvs": list(self.csvs), "executors": self.executors, "spawner": self.spawner,
                 "layout": self.layout, "n_bytes": self.n_bytes, "batch_size": self.batch_size}
         if self.uploads is not None:
             body["uploads"] = list(self.uploads)
+        # written only when not the default, so a request of an older client reads the same
+        if self.username_encoding != "bytes":
+            body["username_encoding"] = self.username_encoding
+        if self.sorted:
+            body["sorted"] = True
         return body
 
 
@@ -85,7 +92,14 @@ def read_submit(body, spawners):
                             f"here (available: {', '.join(spawners)})")
     if batch_size is not None and type(batch_size) is not int:
         raise ProtocolError(Code.BAD_FIELD, "field 'batch_size': a power of two, or nil")
-    return SubmitRequest(csvs, executors, spawner, layout, n_bytes, batch_size, uploads)
+    encoding = body.get("username_encoding", "bytes")
+    if not isinstance(encoding, str):
+        raise ProtocolError(Code.BAD_FIELD, "field 'username_encoding': expected a name")
+    is_sorted = body.get("sorted", False)
+    if type(is_sorted) is not bool:
+        raise ProtocolError(Code.BAD_FIELD, "field 'sorted': expected true or false")
+    return SubmitRequest(csvs, executors, spawner, layout, n_bytes, batch_size, uploads, encoding,
+                         is_sorted)
 
 
 def check_job(body):

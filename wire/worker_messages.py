@@ -23,6 +23,11 @@ class BuildRequest:
     balances: bytes
     as_json: bool = False
     currencies: list = None
+    # SPEC section 7. The username words are field values already, encoded by the sender
+    # under this rule; the worker hashes them as they are, refuses a rule it does not know
+    # and says is_sorted in its JSON answer.
+    username_encoding: str = "bytes"
+    is_sorted: bool = False
 
     def body(self):
         body = {"job": self.job, "batch": self.batch, "count": self.count,
@@ -31,6 +36,10 @@ class BuildRequest:
                 "balances": self.balances, "json": self.as_json}
         if self.currencies:
             body["currencies"] = list(self.currencies)
+        if self.username_encoding != "bytes":
+            body["username_encoding"] = self.username_encoding
+        if self.is_sorted:
+            body["is_sorted"] = True
         return body
 
 
@@ -47,6 +56,12 @@ def read_build(body):
     balances = field(body, "balances", bytes, "packed 32-byte balance words")
     as_json = body.get("json", False)
     currencies = body.get("currencies")
+    encoding = body.get("username_encoding", "bytes")
+    is_sorted = body.get("is_sorted", False)
+    if not isinstance(encoding, str):
+        raise ProtocolError(Code.BAD_FIELD, "field 'username_encoding': expected a name")
+    if type(is_sorted) is not bool:
+        raise ProtocolError(Code.BAD_FIELD, "field 'is_sorted': expected true or false")
     if batch < 0:
         raise ProtocolError(Code.BAD_FIELD, "field 'batch': must not be negative")
     if type(as_json) is not bool:
@@ -56,7 +71,7 @@ def read_build(body):
         raise ProtocolError(Code.CURRENCY_MISMATCH, f"field 'currencies': expected "
                             f"{n_currencies} names")
     return BuildRequest(job, batch, count, n_currencies, layout, n_bytes, depth, usernames,
-                        balances, as_json, currencies)
+                        balances, as_json, currencies, encoding, is_sorted)
 
 
 def check_cancel(body):

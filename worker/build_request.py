@@ -2,7 +2,7 @@
 on the values, each answered with the error code the protocol names for it."""
 from .. import wire
 from ..mst.limits import (CurrencyMismatch, check_n_bytes, check_n_currencies, check_packed,
-                          check_shape, layout_code, tree_bytes)
+                          check_shape, check_username_encoding, layout_code, tree_bytes)
 from ..wire import Code, ProtocolError
 
 
@@ -12,6 +12,7 @@ def check_build(body, max_message_bytes=wire.DEFAULT_MAX_MESSAGE_BYTES):
     wire.rule(check_n_currencies, request.n_currencies, "field 'n_currencies'")
     wire.rule(layout_code, request.layout, "field 'layout'")
     wire.rule(check_n_bytes, request.n_bytes, "field 'n_bytes'")
+    wire.rule(check_username_encoding, request.username_encoding, "field 'username_encoding'")
     wire.rule(check_shape, request.count, request.depth, "fields 'count' and 'depth'")
     try:
         check_packed(request.usernames, request.balances, request.count, request.n_currencies,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import zmq
 
 from .. import wire
-from ..mst.commands import Parser
+from ..mst.commands import Parser, add_variant_arguments
 from ..mst.csv_reader import username_to_word
 from ..mst.limits import DEFAULT_LAYOUT, DEFAULT_N_BYTES, depth_for
 from ..mst.words import word_of
@@ -42,20 +42,21 @@ class MiniTree:
     nodes: bytes
 
 
-def pack_entries(entries):
+def pack_entries(entries, username_encoding="bytes"):
     """(username, balances) pairs -> (usernames, balances) packed words."""
-    usernames = b"".join(username_to_word(name) for name, _ in entries)
+    usernames = b"".join(username_to_word(name, username_encoding) for name, _ in entries)
     balances = b"".join(word_of(b) for _, bs in entries for b in bs)
     return usernames, balances
 
 
 def build_request(job, batch, entries, layout=DEFAULT_LAYOUT, n_bytes=DEFAULT_N_BYTES, depth=None,
-                  as_json=False, currencies=None):
-    usernames, balances = pack_entries(entries)
+                  as_json=False, currencies=None, username_encoding="bytes", is_sorted=False):
+    """A BUILD of (username, balances) pairs, the usernames encoded here as the daemon does."""
+    usernames, balances = pack_entries(entries, username_encoding)
     count, n_currencies = len(entries), len(entries[0][1])
     return BuildRequest(job, batch, count, n_currencies, layout, n_bytes,
                         depth_for(count) if depth is None else depth, usernames, balances,
-                        as_json, currencies)
+                        as_json, currencies, username_encoding, is_sorted)
 
 
 class WorkerClient(wire.SocketClient):
@@ -110,9 +111,12 @@ def main(argv=None):
     parser.add_argument("--keys", metavar="DIR", default=os.environ.get("SUMMA_KEYS") or None,
                         help="CURVE key directory (summa-keys) holding the daemon's pair (workers "
                              "admit daemon keys only), or $SUMMA_KEYS")
+    add_variant_arguments(parser)
     args = parser.parse_args(argv)
     endpoint = args.endpoint or f"tcp://127.0.0.1:{args.port}"
-    request = build_request("seed", 0, SEED_ENTRIES, as_json=True, currencies=SEED_CURRENCIES)
+    entries = sorted(SEED_ENTRIES, key=lambda e: e[0].encode()) if args.sorted else SEED_ENTRIES
+    request = build_request("seed", 0, entries, as_json=True, currencies=SEED_CURRENCIES,
+                            username_encoding=args.username_encoding, is_sorted=args.sorted)
     try:
         keys = KeyDir(args.keys) if args.keys else None
         with WorkerClient(endpoint, timeout=args.timeout, keys=keys) as client:

@@ -254,6 +254,7 @@ class Worker:
             return wire.ERROR, wire.error_body(Code.INTERNAL, f"{type(error).__name__}: {error}",
                                                request.job, request.batch)
         if request.as_json:
+            tree.is_sorted = request.is_sorted
             return wire.RESULT, {"job": request.job, "batch": request.batch,
                                  "json": json.dumps(tree.to_json())}
         return wire.RESULT, {"job": request.job, "batch": request.batch, "depth": tree.depth,
