@@ -128,7 +128,7 @@ def main(argv=None):
                "x first", "peak child RSS MiB", "result MiB"), rows,
               f"end to end, {args.runs} runs each, interleaved (peak RSS: the max over the runs)")
 
-        from summa_aggregation.mst.csv_reader import read_csvs
+        from summa_aggregation.mst.csv_job import read_csvs
         parse = []
         for _ in range(args.runs):
             began = time.perf_counter()

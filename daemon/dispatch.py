@@ -19,7 +19,7 @@ import time
 import zmq
 
 from .. import wire
-from ..mst.csv_reader import EntryBatch
+from ..mst.csv_job import EntryBatch
 from ..mst.limits import record_bytes
 from ..wire import Code, ProtocolError
 from .checker import Checker, Fatal, Returned

@@ -1,5 +1,5 @@
 """Test-only shortcuts over the tree library: one CSV read alone, the tree of one batch."""
-from summa_aggregation.mst.csv_reader import read_csvs
+from summa_aggregation.mst.csv_job import read_csvs
 from summa_aggregation.mst.tree import MerkleSumTree
 
 

@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 
 from summa_aggregation.cython_ext.params import P
-from summa_aggregation.mst.csv_reader import (
-    CsvError, read_csvs, stream_csvs, username_to_word, word_to_username)
+from summa_aggregation.mst.csv_job import read_csvs, stream_csvs
+from summa_aggregation.mst.csv_reader import CsvError, username_to_word, word_to_username
 
 from mst_helpers import read_csv
 

@@ -15,10 +15,11 @@ import pytest
 
 from summa_aggregation.cython_ext import _csvscan, _records
 from summa_aggregation.cython_ext.params import P
-from summa_aggregation.mst import csv_reader
+from summa_aggregation.mst import csv_reader, csv_rows
+from summa_aggregation.mst.csv_job import _widened, read_csvs
 from summa_aggregation.mst.csv_reader import (
-    SEGMENT, V1_HEADER, CsvError, _entry_lines, _scan_python, _widened, line_of_entry, read_csvs,
-    scan_file, username_to_word, v1_currencies)
+    SEGMENT, V1_HEADER, CsvError, _entry_lines, _scan_python, line_of_entry, scan_file,
+    username_to_word, v1_currencies)
 
 ENCODINGS = ["bytes", "keccak256"]
 COLUMNS = ["balance_ETH_ETH", "balance_USDT_ETH", "balance_BTC_BTC", "balance_A.1_x-y"]
@@ -225,12 +226,12 @@ def test_the_clean_lines_never_reach_python(tmp_path, monkeypatch):
     path.write_text("\ufeffusername,balance_ETH_ETH,balance_BTC_BTC\r\n\r\n" + rows
                     + "\n\nzoë,1,2\n" + "0" * 32 + ",3," + "0" * 80 + "4", encoding="utf-8")
     expected = run(_scan_python, path, 14)
-    calls, original = [], csv_reader._row_entry
+    calls, original = [], csv_rows._row_entry
 
     def counted(*args):
         calls.append(args)
         return original(*args)
-    monkeypatch.setattr(csv_reader, "_row_entry", counted)
+    monkeypatch.setattr(csv_rows, "_row_entry", counted)
     assert run(scan_file, path, 14, chunk=1000) == expected
     # only the 33-digit balance (leading zeros) is decided by the csv module's rules
     assert [c[0] for c in calls] == [["0" * 32, "3", "0" * 80 + "4"]]
@@ -666,12 +667,12 @@ def test_v1_clean_lines_never_reach_python(tmp_path, monkeypatch):
     for encoding in ENCODINGS:
         expected = run(_scan_python, path, 14, encoding=encoding, names=True)
         assert expected[0] == (["currency_0", "currency_1"], 5002)
-        calls, original = [], csv_reader._row_entry_v1
+        calls, original = [], csv_rows._row_entry_v1
 
         def counted(*args):
             calls.append(args)
             return original(*args)
-        monkeypatch.setattr(csv_reader, "_row_entry_v1", counted)
+        monkeypatch.setattr(csv_rows, "_row_entry_v1", counted)
         assert run(scan_file, path, 14, chunk=1000, encoding=encoding, names=True) == expected
         monkeypatch.undo()
         # only the 81-character balance (leading zeros) is decided by the csv module's rules

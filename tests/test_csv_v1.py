@@ -8,9 +8,10 @@ import pytest
 
 from summa_aggregation.cython_ext.params import P
 from summa_aggregation.mst import csv_reader
+from summa_aggregation.mst.csv_job import read_csvs, stream_csvs
 from summa_aggregation.mst.csv_reader import (
-    CsvError, keccak256, line_of_entry, peek_currencies, read_csvs, scan_file, stream_csvs,
-    username_to_word, word_to_username)
+    CsvError, keccak256, line_of_entry, peek_currencies, scan_file, username_to_word,
+    word_to_username)
 
 from conftest import read_entries
 

@@ -100,7 +100,7 @@ def test_a_worker_libzmq_cannot_take_messages_for_never_blocks_the_loop(worker_p
 
 
 def build_batch():
-    from summa_aggregation.mst.csv_reader import EntryBatch
+    from summa_aggregation.mst.csv_job import EntryBatch
     from worker_helpers import random_batch
     usernames, balances = random_batch(4, 1)
     return EntryBatch("b", ["balance_A_B"], 4, bytearray(usernames), bytearray(balances))

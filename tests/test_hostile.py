@@ -33,7 +33,8 @@ from summa_aggregation import wire
 from summa_aggregation.cython_ext.params import LAYOUTS
 from summa_aggregation.daemon import spawners
 from summa_aggregation.daemon.job import check_submit as check_submit_of
-from summa_aggregation.mst.csv_reader import CsvError, read_csvs, stream_csvs
+from summa_aggregation.mst.csv_job import read_csvs, stream_csvs
+from summa_aggregation.mst.csv_reader import CsvError
 from summa_aggregation.wire import BuildRequest, Code, ProtocolError, SubmitRequest
 from summa_aggregation.wire.keys import KeyDir, generate
 from summa_aggregation.wire.memory import MemoryGuard, RebindError, heap_in_use, rebind

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from summa_aggregation.cython_ext import _kernel, _records
-from summa_aggregation.mst.csv_reader import EntryBatch
+from summa_aggregation.mst.csv_job import EntryBatch
 from summa_aggregation.mst.limits import layout_code
 from summa_aggregation.mst.tree import Levels, MerkleSumTree, zero_root
 from summa_aggregation.daemon import integrity

@@ -40,7 +40,9 @@ def feed(sorter, names, words, balances, width, chunks):
                    memoryview(balances)[width * pos:width * (pos + count)], count,
                    joined[name_pos:name_pos + size],
                    struct.pack(f"<{count}I", *map(len, names[pos:pos + count])))
-        assert sorter.batch.size <= max(sorter.memory, 1), "the batch outgrew its budget"
+        # one entry is always taken, whatever its size; more only within the budget
+        assert sorter.batch.size <= sorter.memory or sorter.batch.count == 1, \
+            "the batch outgrew its budget"
         pos, name_pos, i = pos + count, name_pos + size, i + 1
 
 

@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from summa_aggregation.mst import store
-from summa_aggregation.mst.csv_reader import read_csvs
+from summa_aggregation.mst.csv_job import read_csvs
 from summa_aggregation.mst.proof import verify_proof
 from summa_aggregation.mst.tree import AggregationMerkleSumTree, MerkleSumTree
 

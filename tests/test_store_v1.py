@@ -6,7 +6,7 @@ import types
 import pytest
 
 from summa_aggregation.mst import store_v1 as store
-from summa_aggregation.mst.csv_reader import read_csvs
+from summa_aggregation.mst.csv_job import read_csvs
 from summa_aggregation.mst.proof import verify_proof
 from summa_aggregation.mst.tree import AggregationMerkleSumTree, MerkleSumTree
 

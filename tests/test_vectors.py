@@ -4,7 +4,8 @@ import hashlib
 
 
 from summa_aggregation.cython_ext import _kernel, params, reference
-from summa_aggregation.mst.csv_reader import read_csvs, username_to_word
+from summa_aggregation.mst.csv_job import read_csvs
+from summa_aggregation.mst.csv_reader import username_to_word
 from summa_aggregation.mst.tree import AggregationMerkleSumTree, MerkleSumTree, Node, zero_root
 
 from mst_helpers import read_csv, tree_of
