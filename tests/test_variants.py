@@ -299,3 +299,35 @@ def test_sorted_root_is_the_reference_over_sorted_entries(shared_daemon, names, 
     proof = client.proof(job, name)
     assert proof["index"] == by_bytes(entries).index(next(e for e in entries if e[0] == name))
     verify_proof(proof)
+
+
+def test_sorted_and_keccak256_together(run_script, tmp_path):
+    entries = [(LONG_NAME, [5]), ("zed", [1]), ("Ärger", [2]), ("a" * 64, [3]), ("a" * 63, [4])]
+    out = tmp_path / "result"
+    result = run_script("summa-aggregate", "--workers", "1", "--sorted", "--username-encoding",
+                        "keccak256", "--out", out, write_entries(tmp_path / "both.csv", entries))
+    assert last_json(result) == reference_root(entries, encoding="keccak256", is_sorted=True)
+    tree, manifest = store.load(out)
+    assert (manifest["username_encoding"], manifest["is_sorted"]) == ("keccak256", True)
+    order = [name for name, _ in by_bytes(entries)]
+    for name in order:
+        proof = tree.proof(name)
+        assert proof["index"] == order.index(name) and proof["is_sorted"] is True
+        verify_proof(proof)
+
+
+def test_a_result_written_before_the_variants_still_loads(run_script, tmp_path, fixtures_dir):
+    """A version-2 manifest of before SPEC section 7 has none of its keys: bytes, unsorted."""
+    out = tmp_path / "result"
+    last_json(run_script("summa-aggregate", "--workers", "1", "--out", out,
+                         fixtures_dir / "entry_16.csv"))
+    path = out / "manifest.json"
+    manifest = json.loads(path.read_text())
+    for key in ("username_encoding", "is_sorted", "csv_format"):
+        del manifest[key]
+    os.chmod(path, 0o644)
+    path.write_text(json.dumps(manifest))
+    tree, _ = store.load(out)
+    proof = tree.proof("dxGaEAii")
+    assert (proof["username_encoding"], proof["is_sorted"]) == ("bytes", False)
+    verify_proof(proof)
