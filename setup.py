@@ -22,7 +22,7 @@ records = Extension(
 csvscan = Extension(
     "summa_aggregation.cython_ext._csvscan",
     sources=["cython_ext/_csvscan.pyx"],
-    depends=["cython_ext/keccak.h"],
+    depends=["cython_ext/keccak.h", "cython_ext/keccak_avx512.h"],
     include_dirs=["cython_ext"],
     extra_compile_args=["-O3", "-fno-strict-aliasing"],
 )

@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gen_csv import generate  # noqa: E402  (bench/ is not a package)
 from tables import table  # noqa: E402
 
-from summa_aggregation.mst import csv_reader  # noqa: E402
+from summa_aggregation.mst import csv_job, csv_reader  # noqa: E402
 from summa_aggregation.mst.limits import USERNAME_ENCODINGS  # noqa: E402
 
 MIB = 1 << 20
@@ -65,6 +65,8 @@ def main(argv=None):
     parser.add_argument("--username-encoding", choices=USERNAME_ENCODINGS, default="bytes")
     parser.add_argument("--format", choices=["v1.1", "v1"], default="v1.1",
                         help="CSV format: Summa v1.1 (username,balance_...) or v1 (username;balances)")
+    parser.add_argument("--scan-only", action="store_true",
+                        help="time only scan_file and the csv path (not read_csvs, line_of_entry)")
     args = parser.parse_args(argv)
     encoding = args.username_encoding
 
@@ -115,9 +117,11 @@ def main(argv=None):
         cases = [("scan_file (C fast path)", fast, args.entries),
                  ("_scan_python (csv module path)", slow, py_rows),
                  ("read_csvs (scan_file + duplicate set + widening)",
-                  lambda: csv_reader.read_csvs([path], args.n_bytes, encoding), args.entries),
+                  lambda: csv_job.read_csvs([path], args.n_bytes, encoding), args.entries),
                  ("line_of_entry(last entry)",
                   lambda: csv_reader.line_of_entry(path, args.entries - 1), args.entries)]
+        if args.scan_only:   # the two readers alone: the rows/s that the read target is about
+            cases = cases[:2]
         times = {name: [] for name, _, _ in cases}
         for _ in range(args.runs):
             for name, fn, _ in cases:

@@ -15,7 +15,11 @@ line back:
   32-byte little-endian word: the UTF-8 bytes read big-endian (``bytes``), or their Keccak-256
   digest read big-endian and reduced mod P (``keccak256``, computed here, in C); its balances
   as N_BYTES bytes each, little-endian; with ``names=True`` its raw username bytes are kept too
-  (concatenated, with their lengths as uint32 little-endian);
+  (concatenated, with their lengths as uint32 little-endian). Under ``keccak256`` the line loop
+  only keeps the username's bytes (as for ``names``) and take() hashes the whole segment in one
+  pass, GIL released: 8 usernames at a time with AVX-512F where the CPU has it
+  (keccak_avx512.h), one at a time otherwise (keccak.h); set_keccak_backend() or the environment
+  (SUMMA_KECCAK, SUMMA_KERNEL=portable) forces the portable code;
 - SLOW: any other line without '"' or CR (but the CR of its CRLF): the caller decides it with
   the csv module (a longer username, a bad field, an error to name);
 - SWITCH: a line with '"' or a lone CR, where the csv module's quoting and line rules apply:
@@ -27,11 +31,24 @@ Nothing here creates a Python object per line.
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memchr, memcmp, memcpy, memset
 
+import os
+
 from .params import P
 
 
 cdef extern from "keccak.h" nogil:
     void summa_keccak256(const uint8_t *data, size_t length, uint8_t *out)
+    void summa_keccak256_lanes(const uint8_t *data, size_t length, uint64_t *d)
+    void summa_keccak_emit(const uint64_t *d, const uint64_t *mp, uint8_t *out, int word)
+    enum: SUMMA_KECCAK256_RATE
+
+cdef extern from "keccak_avx512.h" nogil:
+    int summa_keccak_avx512_available()
+    void summa_keccak256_batch(const uint8_t *data, const uint8_t *limit, const uint8_t *lens,
+                               const uint8_t *skip, int64_t n, uint8_t *out, int word,
+                               const uint64_t *mp, int backend)
+    void summa_keccak_reduce(const uint8_t *digests, int64_t n, uint8_t *out,
+                             const uint64_t *mp, int backend)
 
 cdef enum:
     _NEED_MORE = 0   # every complete line is consumed; pos is where the next one starts
@@ -64,41 +81,57 @@ for _b in range(256):
 cdef uint8_t _P_BE[32]     # the field modulus, big-endian (a username's bytes are read big-endian)
 for _b, _byte in enumerate(P.to_bytes(32, "big")):
     _P_BE[_b] = _byte
-cdef uint64_t _P_LIMBS[4]  # the field modulus in 64-bit limbs, least significant first
-for _b in range(4):
-    _P_LIMBS[_b] = (P >> (64 * _b)) & 0xffffffffffffffff
+cdef uint64_t _P_MULT[24]  # m P for m = 0..5 in 64-bit limbs, least significant first
+for _b in range(24):
+    _P_MULT[_b] = ((_b // 4) * P >> (64 * (_b % 4))) & 0xffffffffffffffff
+if 6 * P <= 1 << 256 or 5 * P >= 1 << 256:
+    raise ImportError("_csvscan: the digest reduction assumes 5 P < 2^256 <= 6 P")
+
+# The Keccak batch's code: 1 the 8-way AVX-512F kernel, 0 the portable (scalar) one.
+KECCAK_BACKENDS = ("portable", "avx512")
+cdef bint _AVX512 = summa_keccak_avx512_available() != 0
+cdef int _keccak_backend = 1 if _AVX512 else 0
+
+
+def keccak_backend():
+    """The code the scanner's Keccak batch runs: 'avx512' (8 usernames at a time) or 'portable'."""
+    return KECCAK_BACKENDS[_keccak_backend]
+
+
+def available_keccak_backends():
+    """The Keccak backends this CPU runs, slowest first."""
+    return KECCAK_BACKENDS if _AVX512 else KECCAK_BACKENDS[:1]
+
+
+def set_keccak_backend(name):
+    """Force the Keccak batch's code, for tests and benchmarks: 'auto' (the fastest this CPU
+    runs), 'portable' or 'avx512' (ValueError where the CPU lacks AVX-512F). SUMMA_KECCAK does
+    the same at import; without it SUMMA_KERNEL=portable (the Poseidon kernel's) means portable
+    here too. Digests and words do not depend on it."""
+    global _keccak_backend
+    if name == "auto":
+        _keccak_backend = 1 if _AVX512 else 0
+    elif name == "portable":
+        _keccak_backend = 0
+    elif name == "avx512":
+        if not _AVX512:
+            raise ValueError("keccak backend 'avx512' is not available on this CPU")
+        _keccak_backend = 1
+    else:
+        raise ValueError(f"unknown keccak backend {name!r} (expected auto, portable or avx512)")
+
+
+if os.environ.get("SUMMA_KECCAK"):
+    set_keccak_backend(os.environ["SUMMA_KECCAK"])
+elif os.environ.get("SUMMA_KERNEL") == "portable":
+    set_keccak_backend("portable")
 
 
 cdef inline void _digest_word(const uint8_t *name, int64_t n, uint8_t *out) noexcept nogil:
-    """out = the 32-byte little-endian word of Keccak-256(name) read big-endian, mod P.
-    P > 2^253, so the digest (< 2^256) is below 6 P: at most 5 subtractions."""
-    cdef uint8_t d[32]
-    cdef uint64_t v[4]
-    cdef uint64_t t, u, borrow, nb
-    cdef int i, j, r
-    summa_keccak256(name, <size_t>n, d)
-    for i in range(4):
-        t = 0
-        for j in range(8):
-            t = (t << 8) | d[24 - 8 * i + j]
-        v[i] = t
-    for r in range(5):
-        i = 3
-        while i > 0 and v[i] == _P_LIMBS[i]:
-            i -= 1
-        if v[i] < _P_LIMBS[i]:
-            break            # below P
-        borrow = 0
-        for i in range(4):
-            t = v[i] - _P_LIMBS[i]
-            nb = t > v[i]
-            u = t - borrow
-            nb |= u > t
-            v[i] = u
-            borrow = nb
-    for i in range(4):
-        for j in range(8):
-            out[8 * i + j] = <uint8_t>(v[i] >> (8 * j))
+    """out = the 32-byte little-endian word of Keccak-256(name) read big-endian, mod P."""
+    cdef uint64_t d[4]
+    summa_keccak256_lanes(name, <size_t>n, d)
+    summa_keccak_emit(d, _P_MULT, out, 1)
 
 
 def keccak256(data):
@@ -143,6 +176,54 @@ def keccak256_word(data):
     return bytes(out[:32])
 
 
+def keccak256_batch(data, lengths, bint word=False, int slack=8):
+    """Keccak-256 of many messages at once, through the scanner's batch code (keccak_backend()):
+    data, the messages' bytes concatenated (bytes-like); lengths, their byte lengths. Returns 32
+    bytes for each, concatenated: the digests, or with word=True the words keccak256_word gives.
+    slack (0..8, for tests): readable bytes after the data; the 8-way code reads up to 8 bytes
+    past a message and leaves the messages nearer the end than that to the scalar code."""
+    cdef int64_t count, total = 0, n
+    if not 0 <= slack <= 8:
+        raise ValueError("keccak256_batch: slack is 0..8")
+    sizes = [int(n) for n in lengths]
+    count = len(sizes)
+    for n in sizes:
+        if n < 0 or n >= (<int64_t>1 << 32):
+            raise ValueError("keccak256_batch: a length out of range")
+        total += n
+    mv = memoryview(data).cast("B")
+    if total != mv.nbytes:
+        raise ValueError("keccak256_batch: the lengths do not add up to the data's size")
+    buf = bytearray(total + 8)
+    buf[:total] = mv
+    lens = bytearray(4 * count + 1)
+    for i, n in enumerate(sizes):
+        lens[4 * i:4 * i + 4] = n.to_bytes(4, "little")
+    out = bytearray(32 * count + 1)
+    cdef uint8_t[::1] b = buf
+    cdef uint8_t[::1] ln = lens
+    cdef uint8_t[::1] o = out
+    with nogil:
+        summa_keccak256_batch(&b[0], &b[0] + total + slack, &ln[0], NULL, count, &o[0], word,
+                              _P_MULT, _keccak_backend)
+    return bytes(out[:32 * count])
+
+
+def reduce_digests(const uint8_t[::1] digests):
+    """For tests: 32-byte digests (concatenated) to their words (read big-endian, mod P, 32 bytes
+    little-endian), by the batch's reduction on keccak_backend() (any 256-bit values, not only
+    real digests, so that the edges can be chosen)."""
+    cdef int64_t n = digests.shape[0] // 32
+    if digests.shape[0] % 32:
+        raise ValueError("reduce_digests: not a whole number of 32-byte digests")
+    out = bytearray(32 * n + 1)
+    cdef uint8_t[::1] o = out
+    if n:
+        with nogil:
+            summa_keccak_reduce(&digests[0], n, &o[0], _P_MULT, _keccak_backend)
+    return bytes(out[:32 * n])
+
+
 cdef struct Scan:
     int ncur, nb
     int64_t row_bytes     # ncur * nb
@@ -156,9 +237,11 @@ cdef struct Scan:
     uint8_t sep           # the byte after the username: ',' (v1.1) or ';' (v1)
     bint keccak           # usernames are Keccak-256 digests mod P
     int64_t name_max      # the longest username the C loop takes
-    bint want_names       # keep the raw usernames (names, lens)
-    uint8_t *names        # names_len bytes of usernames, concatenated, names_cap room
+    bint want_names       # hand the raw usernames out (names, lens)
+    bint keep_names       # keep them: want_names, or keccak (take() hashes them)
+    uint8_t *names        # names_len bytes of usernames, concatenated, names_cap room (+ 8)
     uint8_t *lens         # count lengths, uint32 little-endian
+    uint8_t *hashed       # keccak: 1 where the entry's word is in users already (0 elsewhere)
     int64_t names_len, names_cap, need
 
 
@@ -252,6 +335,7 @@ cdef inline int64_t _entry(Scan *s, const uint8_t *buf, int64_t p, int64_t end, 
     if the names buffer needs s.need more bytes of room first."""
     cdef int64_t q = p, d, nx = -1, ulen, i
     cdef int hi = 0, j, k
+    cdef bint long_name, keep
     cdef uint8_t *u
     cdef uint8_t *b
     cdef uint8_t *ln
@@ -269,7 +353,12 @@ cdef inline int64_t _entry(Scan *s, const uint8_t *buf, int64_t p, int64_t end, 
         return -1
     if (hi & 2) and not _utf8_ok(buf + p, ulen):
         return -1
-    if s.want_names and s.names_len + ulen > s.names_cap:
+    # keccak: names of one block wait for take()'s batch (their bytes kept); a longer one is
+    # hashed here, and kept only for want_names (so the buffer never holds more than
+    # segment * 135 bytes for the hashing)
+    long_name = s.keccak and ulen >= SUMMA_KECCAK256_RATE
+    keep = s.keep_names and (s.want_names or not long_name)
+    if keep and s.names_len + ulen > s.names_cap:
         s.need = ulen
         return -2
     q += 1
@@ -299,12 +388,16 @@ cdef inline int64_t _entry(Scan *s, const uint8_t *buf, int64_t p, int64_t end, 
         q = nx
     u = s.users + 32 * s.count
     if s.keccak:
-        _digest_word(buf + p, ulen, u)
+        if long_name:
+            _digest_word(buf + p, ulen, u)
+            s.hashed[s.count] = 1
     else:
         for i in range(ulen):
             u[i] = buf[p + ulen - 1 - i]
         memset(u + ulen, 0, 32 - ulen)
-    if s.want_names:
+    if s.keep_names:
+        if not keep:
+            ulen = 0   # hashed already, and not wanted: no bytes kept
         memcpy(s.names + s.names_len, buf + p, ulen)
         s.names_len += ulen
         ln = s.lens + 4 * s.count
@@ -418,7 +511,7 @@ cdef class Scanner:
     is taken); v1: lines are Summa v1 rows ``username;b0,b1,...``; names: keep every entry's raw
     username bytes too (take() hands them out)."""
     cdef Scan s
-    cdef bytearray _users, _bals, _names, _lens
+    cdef bytearray _users, _bals, _names, _lens, _hashed
     cdef readonly int64_t segment
 
     def __init__(self, int n_currencies, int n_bytes, int64_t segment, int64_t line=1,
@@ -436,32 +529,40 @@ cdef class Scanner:
         self.s.keccak = keccak
         self.s.name_max = _NAME_MAX_KECCAK if keccak else _NAME_MAX
         self.s.want_names = names
+        self.s.keep_names = names or keccak
         self.segment = segment
         self._users = bytearray()
         self._bals = bytearray()
         self._lens = bytearray()
         self._names = bytearray()
+        self._hashed = bytearray()
         self._resize(min(segment, max(initial, 1)))
-        self._grow_names(16 * self.s.cap if names else 0)
+        self._grow_names(16 * self.s.cap if self.s.keep_names else 0)
 
     cdef _resize(self, int64_t cap):
         users = bytearray(32 * cap)
         bals = bytearray(self.s.row_bytes * cap + 1)   # + 1: never empty
-        lens = bytearray(4 * cap if self.s.want_names else 1)
+        lens = bytearray(4 * cap if self.s.keep_names else 1)
+        hashed = bytearray(cap if self.s.keccak else 1)
         users[:32 * self.s.count] = self._users[:32 * self.s.count]
         bals[:self.s.row_bytes * self.s.count] = self._bals[:self.s.row_bytes * self.s.count]
-        if self.s.want_names:
+        if self.s.keep_names:
             lens[:4 * self.s.count] = self._lens[:4 * self.s.count]
-        self._users, self._bals, self._lens = users, bals, lens
+        if self.s.keccak:
+            hashed[:self.s.count] = self._hashed[:self.s.count]
+        self._users, self._bals, self._lens, self._hashed = users, bals, lens, hashed
         cdef uint8_t[::1] mu = users
         cdef uint8_t[::1] mb = bals
         cdef uint8_t[::1] ml = lens
+        cdef uint8_t[::1] mh = hashed
         self.s.users, self.s.bals, self.s.lens, self.s.cap = &mu[0], &mb[0], &ml[0], cap
+        self.s.hashed = &mh[0]
 
     cdef _grow_names(self, int64_t need):
-        """Room for `need` more name bytes (at least doubling)."""
+        """Room for `need` more name bytes (at least doubling), and 8 bytes more: the Keccak
+        batch may read a little past a name's end, never past the buffer's."""
         cdef int64_t cap = max(2 * self.s.names_cap, self.s.names_len + need, 1)
-        names = bytearray(cap)
+        names = bytearray(cap + 8)
         names[:self.s.names_len] = self._names[:self.s.names_len]
         self._names = names
         cdef uint8_t[::1] mn = names
@@ -511,7 +612,9 @@ cdef class Scanner:
 
     def add(self, const uint8_t[::1] word, const uint8_t[::1] balances, name=None):
         """Append one entry parsed elsewhere (a 32-byte word, row_bytes of narrow balances, and
-        with names=True its raw username bytes); returns True when `segment` entries are waiting."""
+        with names=True its raw username bytes); returns True when `segment` entries are waiting.
+        Under keccak the word is taken as given: take() does not hash the entry again (so its
+        name is needed only with names=True, and kept only then)."""
         cdef const uint8_t[::1] raw
         cdef int64_t n = 0
         cdef int i
@@ -531,7 +634,7 @@ cdef class Scanner:
         memcpy(self.s.users + 32 * self.s.count, &word[0], 32)
         if self.s.row_bytes:
             memcpy(self.s.bals + self.s.row_bytes * self.s.count, &balances[0], self.s.row_bytes)
-        if self.s.want_names:
+        if self.s.keep_names:
             if self.s.names_len + n > self.s.names_cap:
                 self._grow_names(n)
             if n:
@@ -539,14 +642,24 @@ cdef class Scanner:
             self.s.names_len += n
             for i in range(4):
                 self.s.lens[4 * self.s.count + i] = <uint8_t>(n >> (8 * i))
+        if self.s.keccak:
+            self.s.hashed[self.s.count] = 1
         self.s.count += 1
         return self.s.count == self.segment
 
     def take(self):
         """(usernames, balances, count, names, lengths) of the waiting entries as memoryviews of
         the buffers, valid until the next call (names and lengths empty without names=True); the
-        buffers are then empty."""
+        buffers are then empty. Under keccak the waiting entries' words are computed here, in one
+        pass with the GIL released (keccak_backend())."""
         cdef int64_t n = self.s.count, nl = self.s.names_len
+        cdef int backend = _keccak_backend
+        if self.s.keccak and n:
+            with nogil:
+                summa_keccak256_batch(self.s.names, self.s.names + self.s.names_cap + 8,
+                                      self.s.lens, self.s.hashed, n, self.s.users, 1, _P_MULT,
+                                      backend)
+            memset(self.s.hashed, 0, n)
         self.s.count = 0
         self.s.names_len = 0
         if self.s.want_names:
