@@ -134,9 +134,8 @@ cdef inline void _digest_word(const uint8_t *name, int64_t n, uint8_t *out) noex
     summa_keccak_emit(d, _P_MULT, out, 1)
 
 
-def keccak256(data):
-    """The Keccak-256 digest (Ethereum's: original Keccak padding, not SHA3-256) of a bytes-like
-    object, as 32 bytes."""
+def _hashed(data, bint word):
+    """Keccak-256 of a bytes-like object: the digest, or (word) the scanner's word of it."""
     cdef const uint8_t[::1] view
     cdef uint8_t out[32]
     cdef uint8_t empty = 0
@@ -151,29 +150,23 @@ def keccak256(data):
         view = mv
         ptr = &view[0]
     with nogil:
-        summa_keccak256(ptr, <size_t>n, out)
+        if word:
+            _digest_word(ptr, n, out)
+        else:
+            summa_keccak256(ptr, <size_t>n, out)
     return bytes(out[:32])
+
+
+def keccak256(data):
+    """The Keccak-256 digest (Ethereum's: original Keccak padding, not SHA3-256) of a bytes-like
+    object, as 32 bytes."""
+    return _hashed(data, False)
 
 
 def keccak256_word(data):
     """Keccak-256 of the bytes, read big-endian and reduced mod P, as a 32-byte LE word (what
     the scanner writes for a username under the keccak256 encoding)."""
-    cdef const uint8_t[::1] view
-    cdef uint8_t out[32]
-    cdef uint8_t empty = 0
-    cdef const uint8_t *ptr = &empty
-    cdef Py_ssize_t n
-    mv = memoryview(data)
-    if not mv.c_contiguous:
-        mv = memoryview(mv.tobytes())
-    mv = mv.cast("B") if mv.format != "B" or mv.ndim != 1 else mv
-    n = mv.nbytes
-    if n:
-        view = mv
-        ptr = &view[0]
-    with nogil:
-        _digest_word(ptr, n, out)
-    return bytes(out[:32])
+    return _hashed(data, True)
 
 
 def keccak256_batch(data, lengths, bint word=False, int slack=8):

@@ -340,18 +340,8 @@ class ResultWriter:
         if self.journal is not None:
             self.journal.close()
         for stream in self._entry_streams():
-            if stream.fd is not None:
-                try:
-                    os.close(stream.fd)
-                except OSError:
-                    pass
-                stream.fd = None
-        if self.nodes_fd is not None:
-            try:
-                os.close(self.nodes_fd)
-            except OSError:
-                pass
-        self.nodes_fd = None
+            stream.fd = _closed(stream.fd)
+        self.nodes_fd = _closed(self.nodes_fd)
 
     def close(self):
         """Stop writing and keep what is written: the partial directory a resumed job reuses."""
@@ -365,3 +355,12 @@ class ResultWriter:
             self.index.close()
         self._close()
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _closed(fd):
+    """Close a descriptor that may be None or gone already: what it is afterwards (None)."""
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass

@@ -110,6 +110,23 @@ def bad_line(rng, ncols, n_bytes):
     return ",".join([name] + balances)
 
 
+def file_of(rng, lines):
+    """The bytes of a generated file: its lines, maybe a trailing blank one, a BOM and leading
+    line breaks now and then, one line ending for all or a random one per line, the last line
+    ended or not."""
+    if rng.random() < 0.1:
+        lines.append(b"")
+    ending = rng.choice([b"\n", b"\r\n", None])
+    out = b"\xef\xbb\xbf" if rng.random() < 0.15 else b""
+    if rng.random() < 0.1:
+        out += rng.choice([b"\n", b"\r\n", b"\n\r\n"])
+    for i, line in enumerate(lines):
+        out += line
+        if i + 1 < len(lines) or rng.random() < 0.8:
+            out += ending if ending else rng.choice([b"\n", b"\r\n"])
+    return out
+
+
 def make_file(rng, n_cur=None, n_bytes=None, rows=None):
     n_cur = n_cur or rng.randint(1, 4)
     n_bytes = n_bytes or rng.choice(N_BYTES)
@@ -133,17 +150,7 @@ def make_file(rng, n_cur=None, n_bytes=None, rows=None):
         else:
             line = ",".join([good_name(rng, k)] + [good_balance(rng, n_bytes) for _ in range(n_cur)])
         lines.append(line.encode() if isinstance(line, str) else line)
-    if rng.random() < 0.1:
-        lines.append(b"")
-    ending = rng.choice([b"\n", b"\r\n", None])
-    out = b"\xef\xbb\xbf" if rng.random() < 0.15 else b""
-    if rng.random() < 0.1:
-        out += rng.choice([b"\n", b"\r\n", b"\n\r\n"])
-    for i, line in enumerate(lines):
-        out += line
-        if i + 1 < len(lines) or rng.random() < 0.8:
-            out += ending if ending else rng.choice([b"\n", b"\r\n"])
-    return out, n_bytes, header
+    return file_of(rng, lines), n_bytes, header
 
 
 def run(reader, path, n_bytes, header=None, names=False, **kw):
@@ -605,17 +612,7 @@ def make_v1_file(rng, n_cur=None, n_bytes=None, rows=None):
         else:
             line = good_v1_name(rng, k) + ";" + ",".join(good_balance(rng, n_bytes) for _ in range(n_cur))
         lines.append(line.encode() if isinstance(line, str) else line)
-    if rng.random() < 0.1:
-        lines.append(b"")
-    ending = rng.choice([b"\n", b"\r\n", None])
-    out = b"\xef\xbb\xbf" if rng.random() < 0.15 else b""
-    if rng.random() < 0.1:
-        out += rng.choice([b"\n", b"\r\n", b"\n\r\n"])
-    for i, line in enumerate(lines):
-        out += line
-        if i + 1 < len(lines) or rng.random() < 0.8:
-            out += ending if ending else rng.choice([b"\n", b"\r\n"])
-    return out, n_bytes, ["username"] + v1_currencies(n_cur)
+    return file_of(rng, lines), n_bytes, ["username"] + v1_currencies(n_cur)
 
 
 @pytest.mark.parametrize("block", range(20))

@@ -14,17 +14,12 @@ from summa_aggregation.mst.csv_reader import (
     word_to_username)
 
 from conftest import read_entries
+from test_csv import error_of, write
 
 FIXTURES = Path(__file__).parent / "data" / "fixtures"
 V1 = "username;balances\n"
 LONG_NAME = "ü" * 40 + "user@example.com-xx0"   # 100 bytes of UTF-8
 assert len(LONG_NAME.encode()) == 100
-
-
-def write(tmp_path, name, text):
-    path = tmp_path / name
-    path.write_bytes(text.encode("utf-8") if isinstance(text, str) else text)
-    return path
 
 
 def to_v1(entries):
@@ -35,14 +30,6 @@ def to_v11(entries):
     n = len(entries[0][1])
     header = "username," + ",".join(f"balance_C{i}_ETH" for i in range(n)) + "\n"
     return header + "".join(f"{name},{','.join(map(str, balances))}\n" for name, balances in entries)
-
-
-def error_of(paths, **kw):
-    with pytest.raises(CsvError) as info:
-        read_csvs([str(p) for p in paths], **kw)
-    message = str(info.value)
-    assert "\n" not in message
-    return message
 
 
 def names_of(batch):
