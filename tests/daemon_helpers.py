@@ -265,7 +265,8 @@ def job_id_of(stdout):
     return stdout.splitlines()[0].strip()
 
 
-def run_job(tmp_path, endpoints, csv, batch_size=64, while_running=None, **config):
+def run_job(tmp_path, endpoints, csv, batch_size=64, while_running=None, username_encoding="bytes",
+            sorted=False, **config):
     """One job on an in-process daemon whose mock spawner hands out the workers at `endpoints`;
     while_running() is called once the job runs. Returns the job's final record."""
     config.setdefault("input_dirs", test_inputs(tmp_path))
@@ -278,7 +279,7 @@ def run_job(tmp_path, endpoints, csv, batch_size=64, while_running=None, **confi
     try:
         with DaemonClient(daemon.control_endpoint, timeout=30) as client:
             job = client.submit(SubmitRequest([str(csv)], len(endpoints), "mock", "interleaved", 14,
-                                              batch_size))
+                                              batch_size, None, username_encoding, sorted))
             if while_running is not None:
                 wait_until(lambda: client.status(job)["state"] != "queued", seconds=60, interval=0.01)
                 while_running()

@@ -21,7 +21,7 @@ from summa_aggregation.mst.tree import MerkleSumTree
 from summa_aggregation.wire import Code, SubmitRequest
 from summa_aggregation.worker.client import WorkerClient, WorkerError, build_request
 
-from daemon_helpers import daemon_in_process, wait_until
+from daemon_helpers import daemon_in_process, run_job, wait_until
 from test_commands import last_json, one_line_error
 
 pytestmark = pytest.mark.timeout(180)
@@ -331,3 +331,49 @@ def test_a_result_written_before_the_variants_still_loads(run_script, tmp_path, 
     proof = tree.proof("dxGaEAii")
     assert (proof["username_encoding"], proof["is_sorted"]) == ("bytes", False)
     verify_proof(proof)
+
+
+# ---- the attacker's moves -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("body, words", [
+    ({"username_encoding": "sha3-256"}, "unknown username encoding 'sha3-256'"),
+    ({"username_encoding": 7}, "field 'username_encoding': expected a name"),
+    ({"sorted": "yes"}, "field 'sorted': expected true or false"),
+    ({"sorted": 1}, "field 'sorted': expected true or false"),
+])
+def test_a_hostile_submit_of_the_variants_is_refused_and_the_daemon_serves_on(tmp_path, fixtures_dir,
+                                                                              body, words):
+    from summa_aggregation import wire
+    with daemon_in_process(tmp_path / "data") as (daemon, client):
+        spec = SubmitRequest([str(fixtures_dir / "entry_16.csv")], 1, "mock", "interleaved", 14)
+        with pytest.raises(DaemonError) as refused:
+            client.request(wire.SUBMIT, {**spec.body(), **body})
+        assert refused.value.code == Code.BAD_FIELD and words in refused.value.message
+        job = client.submit(spec)         # and it still takes a good one
+        wait_until(lambda: client.status(job)["state"] in ("done", "failed"), seconds=60)
+        assert client.status(job)["state"] == "done"
+
+
+def test_a_username_beyond_the_field_limit_is_one_line_under_keccak256(run_script, tmp_path):
+    path = tmp_path / "huge.csv"
+    path.write_text("username,balance_ETH_ETH\nalice,1\n" + "x" * 200_000 + ",2\n")
+    line = one_line_error(run_script("summa-aggregate", "--workers", "1", "--username-encoding",
+                                     "keccak256", path), "summa-aggregate")
+    assert f"{path}:3:" in line and len(line) < 400
+
+
+@pytest.mark.parametrize("fault", ["move-balance", "swap-entries", "swap-usernames"])
+def test_a_lying_worker_cannot_change_a_sorted_keccak256_root(tmp_path, worker_process, fault):
+    """The leaf check compares the words sent, so it holds whatever the encoding and order."""
+    from test_integrity import FaultyWorker
+    entries = [(f"{'é' * (i % 5)}user-{(i * 37) % 512}@example.com", [i + 1, 2 * i]) for i in range(512)]
+    path = write_entries(tmp_path / "e.csv", entries)
+    liar = FaultyWorker(fault)
+    try:
+        record = run_job(tmp_path, [liar.endpoint, worker_process.endpoint], path, batch_size=64,
+                         username_encoding="keccak256", sorted=True, verify_leaves=64)
+    finally:
+        liar.stop()
+    assert record["state"] == "done", record
+    assert record["root"] == kernel_root(by_bytes(entries), encoding="keccak256")
+    assert record["quarantined"] == [liar.endpoint]
