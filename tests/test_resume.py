@@ -190,3 +190,29 @@ def test_a_job_whose_result_was_published_just_before_the_crash_ends_done(tmp_pa
     record = again.status(job)
     assert record["state"] == "done" and record["root"] == the_root(entries), record
     assert again.submit("proof", job, "--username", entries[0][0][0]).returncode == 0
+
+
+@pytest.mark.parametrize("encoding", ["bytes", "keccak256"])
+def test_a_sorted_job_killed_midway_resumes_with_its_root(tmp_path, encoding):
+    """The sort is deterministic: the resumed attempt sorts again, finds its units where the
+    journal says, reuses them, and ends with the root of the sorted entries."""
+    from summa_aggregation.mst.tree import MerkleSumTree
+    from summa_aggregation.mst.csv_reader import username_to_word
+    paths, entries = csvs(tmp_path, files=4, per_file=4096)
+    flat = sorted((e for f in entries for e in f), key=lambda e: e[0].encode())
+    config = {"unit_size": UNIT}
+    first = DaemonProcess(tmp_path, config, env=SLOW_KERNEL)
+    job = job_id_of(first.submit("build", *paths, "--executors", "2", "--sorted",
+                                 "--username-encoding", encoding).stdout)
+    before = kill_when(first, job, units_at_least(0.4))
+    again = DaemonProcess(tmp_path, config, env=SLOW_KERNEL)
+    record = again.wait_state(job, seconds=150)
+    assert record["state"] == "done", record
+    words = b"".join(username_to_word(name, encoding) for name, _ in flat)
+    balances = b"".join(b.to_bytes(32, "little") for _, bs in flat for b in bs)
+    assert record["root"] == MerkleSumTree.build(words, balances, len(flat), 1).root.to_json()
+    assert before["state"] not in FINISHED, before
+    assert record["resumed"] == 1 and before["progress"].get("units_done", 0) >= 1
+    assert record["progress"].get("units_reused", 0) >= before["progress"]["units_done"]
+    leftovers = [n for _, dirs, files in os.walk(again.data_dir) for n in dirs + files if "sort-runs" in n]
+    assert not leftovers
