@@ -19,7 +19,6 @@ from array import array
 
 from ..cython_ext import _records
 from ..cython_ext.params import WORD
-
 from .csv_reader import word_to_username
 from .index import IndexBuilder, new_key
 from .limits import DEFAULT_USERNAME_ENCODING, check_username_encoding, record_bytes
